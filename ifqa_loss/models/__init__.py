@@ -1,0 +1,23 @@
+"""Discriminator architectures and the model registry."""
+
+from .base import Discriminator
+from .cnn import IFQACNN
+from .registry import (
+    ModelConfig,
+    create_model,
+    get_model_config,
+    list_models,
+    register_model,
+)
+from .vit import IFQAViT
+
+__all__ = [
+    "IFQACNN",
+    "Discriminator",
+    "IFQAViT",
+    "ModelConfig",
+    "create_model",
+    "get_model_config",
+    "list_models",
+    "register_model",
+]
