@@ -1,0 +1,192 @@
+"""Getting images into a discriminator: input checks, differentiable resizing, file decoding.
+
+Two paths, on purpose:
+- tensors (loss and ``IFQAMetric.__call__``): any size, resized on the tensor's device with an
+  antialiased, differentiable resize;
+- files (``IFQAMetric.score_files``): the original release's OpenCV/albumentations pipeline,
+  so a file's score is the score the original script prints.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models.registry import ModelConfig
+
+MIN_SIDE = 16
+# How far outside the declared range a value may be, as a fraction of the range's width.
+# Rounding overshoot (``x * 0.5 + 0.5`` giving 1.0000001) and unclamped restorer outputs
+# pass; an image in [0, 255] or [-1, 1] given as [0, 1] does not.
+RANGE_TOLERANCE = 0.1
+
+
+def check_images(
+    x: object,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    *,
+    name: str = "images",
+    check_values: bool = True,
+) -> torch.Tensor:
+    """Validate a batch of images and return it with 3 channels.
+
+    Args:
+        x: (B, C, H, W) floating tensor, C = 1 (repeated to 3) or 3 (RGB).
+        input_range: the declared (low, high) value range.
+        name: how error messages call the tensor.
+        check_values: also check for NaN/Inf and values far outside ``input_range`` (one
+            device synchronisation).
+
+    Raises:
+        TypeError: not a tensor, or not floating point.
+        ValueError: wrong rank, channels, empty batch, smaller than 16 px, NaN/Inf, or values
+            far outside ``input_range``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (B, 3, H, W), got {type(x).__name__}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor (got {x.dtype}); "
+            f"for uint8 images use x.float() / 255 with input_range=(0, 1)"
+        )
+    if x.dim() != 4:
+        hint = "; add a batch dimension with x.unsqueeze(0)" if x.dim() == 3 else ""
+        raise ValueError(f"{name} must be 4-D (B, C, H, W), got shape {tuple(x.shape)}{hint}")
+    b, c, h, w = x.shape
+    if b == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)})")
+    if c == 4:
+        raise ValueError(
+            f"{name} has 4 channels; IFQA takes RGB: drop the alpha channel with x[:, :3] "
+            f"(or composite it onto a background first)"
+        )
+    if c not in (1, 3):
+        raise ValueError(
+            f"{name} must have 1 or 3 channels (RGB), got {c} in shape {tuple(x.shape)}"
+        )
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ValueError(
+            f"{name} is {h}x{w}; IFQA needs images of at least {MIN_SIDE}x{MIN_SIDE} px"
+        )
+    if check_values and not torch.compiler.is_compiling():
+        lo, hi = float(input_range[0]), float(input_range[1])
+        vmin, vmax = torch.aminmax(x.detach().float())
+        vmin, vmax = torch.stack([vmin, vmax]).tolist()
+        if not (np.isfinite(vmin) and np.isfinite(vmax)):
+            raise ValueError(f"{name} contains NaN or Inf values")
+        tol = RANGE_TOLERANCE * (hi - lo)
+        if vmin < lo - tol or vmax > hi + tol:
+            raise ValueError(
+                f"{name} values span [{vmin:.4g}, {vmax:.4g}], far outside the declared "
+                f"input_range ({lo:g}, {hi:g}); pass input_range=(-1, 1) for [-1, 1] tensors, "
+                f"or scale [0, 255] images by 1/255"
+            )
+    if c == 1:
+        x = x.expand(b, 3, h, w)
+    return x
+
+
+def check_range(input_range: Sequence[float]) -> tuple[float, float]:
+    """Validate an ``input_range`` argument and return it as two floats."""
+    try:
+        lo, hi = (float(v) for v in input_range)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"input_range must be two numbers (low, high), got {input_range!r}"
+        ) from None
+    if not hi > lo:
+        raise ValueError(f"input_range must have high > low, got {input_range!r}")
+    return lo, hi
+
+
+def to_model_input(
+    x: torch.Tensor, cfg: ModelConfig, input_range: tuple[float, float] = (0.0, 1.0)
+) -> torch.Tensor:
+    """Map checked images to what the network takes: resized to the native size, normalised.
+
+    The resize is antialiased (``F.interpolate(..., antialias=True)``), differentiable, and
+    skipped when the image already has the native size.
+    """
+    lo, hi = input_range
+    s = cfg.native_size
+    if x.shape[-2:] != (s, s):
+        x = F.interpolate(
+            x, size=(s, s), mode=cfg.interpolation, antialias=True, align_corners=False
+        )
+    mean = torch.tensor(cfg.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    if (lo, hi) != (0.0, 1.0):
+        x = (x - lo) / (hi - lo)
+    return (x - mean) / std
+
+
+def resize_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a (B, C, S, S) map or mask with antialiased bilinear interpolation."""
+    if m.shape[-2:] == tuple(size):
+        return m
+    return F.interpolate(m, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def read_image_bgr(path: str | os.PathLike) -> np.ndarray:
+    """Decode a file as the original script does: ``cv2.imread`` (8-bit BGR, alpha dropped).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the file exists but cannot be decoded as an image.
+    """
+    import cv2
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"no such image file: {p}")
+    img = cv2.imread(p, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot decode {p} as an image (corrupt, truncated or not an image)")
+    return img
+
+
+def official_file_tensor(path: str | os.PathLike, cfg: ModelConfig) -> torch.Tensor:
+    """The original release's preprocessing of one file: (3, S, S) float32 in [-1, 1].
+
+    ``ifqa``: RGB uint8 -> albumentations ``Resize(S, S, INTER_LINEAR)`` -> ``Normalize(0.5, 0.5)``.
+    ``ifqa++``: RGB uint8 -> ``Normalize(0.5, 0.5)`` -> ``Resize(S, S, INTER_CUBIC)`` on floats.
+    """
+    import cv2
+
+    rgb = cv2.cvtColor(read_image_bgr(path), cv2.COLOR_BGR2RGB)
+    return official_array_tensor(rgb, cfg)
+
+
+def official_array_tensor(rgb: np.ndarray, cfg: ModelConfig) -> torch.Tensor:
+    """:func:`official_file_tensor` for an already decoded (H, W, 3) uint8 RGB array."""
+    pipeline = _official_pipeline(
+        cfg.native_size, cfg.interpolation, cfg.mean, cfg.std, cfg.file_pipeline
+    )
+    out = pipeline(image=rgb)["image"]
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32))
+
+
+@functools.lru_cache(maxsize=8)
+def _official_pipeline(
+    size: int, interpolation: str, mean: tuple, std: tuple, order: str
+) -> Callable[..., dict]:
+    # albumentations otherwise checks PyPI for a newer release on import.
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations as A
+    import cv2
+
+    interp = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}[interpolation]
+    resize = A.Resize(size, size, interpolation=interp)
+    norm = A.Normalize(mean=mean, std=std)
+    if order == "resize_then_normalize":
+        return A.Compose([resize, norm])
+    if order == "normalize_then_resize":
+        return A.Compose([norm, resize])
+    raise ValueError(f"unknown file_pipeline {order!r}")  # pragma: no cover - registry values
