@@ -1,0 +1,216 @@
+"""``IFQALoss``: a frozen IFQA discriminator as a region-weighted, differentiable loss."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ._holder import HoldsDiscriminator, WeightsArg, resolve_model
+from .masks import REGIONS, face_region_masks
+from .preprocess import check_images, check_range, resize_map, to_model_input
+
+FORMS = ("one_minus", "softplus")
+REDUCTIONS = ("none", "mean", "sum")
+# A suggested emphasis on the facial primary regions, in the spirit of IFQA's training.
+FPR_WEIGHTS = {"eyes": 2.0, "nose": 1.5, "mouth": 2.0}
+
+
+def region_weight_map(
+    masks: torch.Tensor, weights: Sequence[float], base: float = 1.0
+) -> torch.Tensor:
+    """Combine soft region masks into one weight map.
+
+    ``W = base + sum_r (w_r - base) * m_r``, clamped at 0: ``base`` outside every region,
+    ``w_r`` inside region ``r``.
+
+    Shape:
+        masks (B, R, H, W), weights R values -> (B, 1, H, W).
+    """
+    w = torch.as_tensor(list(weights), dtype=masks.dtype, device=masks.device).view(1, -1, 1, 1)
+    return (base + ((w - base) * masks).sum(1, keepdim=True)).clamp_min(0.0)
+
+
+class IFQALoss(HoldsDiscriminator):
+    """IFQA realness as a loss to minimise (lower = more real).
+
+    ``criterion = IFQALoss(); loss = criterion(output)``. The discriminator is frozen: gradients
+    reach ``output`` only. It is not a registered submodule, so an optimizer built over a model
+    that owns the loss never sees its weights, and the model's ``state_dict()`` does not include
+    them; ``.to(device)`` moves it.
+
+    Args:
+        model: ``"auto"`` (the original ``ifqa`` weights if found, else the bundled model), a
+            registered name (see :func:`ifqa_loss.list_models`), or a ``Discriminator``.
+        weights: checkpoint path / folder / state dict for ``model`` (None: search).
+        input_range: value range of the images: ``(0, 1)`` (default) or ``(-1, 1)`` for
+            GFPGAN/CodeFormer tensors.
+        form: ``"one_minus"``: weighted mean of ``1 - realness`` (in [0, 1]; equals
+            ``1 - IFQAMetric`` score under uniform weights); ``"softplus"``: weighted mean of
+            ``softplus(-logit) = -log(realness)``, the non-saturating GAN generator loss.
+        region_weights: per-region multipliers, e.g. ``{"eyes": 2, "nose": 1.5, "mouth": 2}``
+            (:data:`FPR_WEIGHTS`); pixels outside the regions weigh 1. Regions come from
+            ``landmarks`` given to ``forward``, else from the FFHQ-aligned template (right for
+            aligned face crops). None: uniform weights.
+        reduction: ``"mean"`` | ``"sum"`` over the batch of per-image losses, or ``"none"``
+            for the (B,) vector (BasicSR semantics).
+        loss_weight: multiplier applied to the result (BasicSR convention).
+        check_inputs: validate values (NaN/Inf, range) at every call; costs one device sync.
+        device: where to put the discriminator (default CPU; ``.to()`` moves it later).
+
+    Shape:
+        output (B, C, H, W), C in {1, 3}, any H, W >= 16 -> 0-dim tensor ((B,) with ``"none"``).
+
+    Example:
+        >>> criterion = IFQALoss(model="ifqa", weights="weights/IFQA_Metric.pth")  # doctest: +SKIP
+        >>> loss = criterion(restored)  # restored: (B,3,H,W) in [0,1]            # doctest: +SKIP
+        >>> loss.backward()                                                        # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | torch.nn.Module = "auto",
+        weights: WeightsArg = None,
+        *,
+        input_range: Sequence[float] = (0.0, 1.0),
+        form: str = "one_minus",
+        region_weights: Mapping[str, float] | None = None,
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+        check_inputs: bool = True,
+        device: str | torch.device | None = None,
+    ) -> None:
+        super().__init__()
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self.input_range = check_range(input_range)
+        self.form = form
+        self.reduction = reduction
+        self.loss_weight = float(loss_weight)
+        self.check_inputs = check_inputs
+        self.region_names: tuple[str, ...] = ()
+        self.region_values: tuple[float, ...] = ()
+        if region_weights:
+            unknown = [k for k in region_weights if k not in REGIONS]
+            if unknown:
+                raise ValueError(f"unknown regions {unknown} in region_weights; known: {REGIONS}")
+            self.region_names = tuple(region_weights)
+            self.region_values = tuple(float(v) for v in region_weights.values())
+            if any(v < 0 for v in self.region_values):
+                raise ValueError(f"region_weights must be >= 0, got {dict(region_weights)}")
+        net, cfg = resolve_model(model, weights, device)
+        self._hold(net, cfg)
+        template_map = None
+        if self.region_names:
+            s = cfg.native_size
+            masks = face_region_masks(None, s, self.region_names, device=self.device)
+            template_map = region_weight_map(masks, self.region_values)
+        self.register_buffer("template_weight_map", template_map, persistent=False)
+
+    def extra_repr(self) -> str:
+        regions = dict(zip(self.region_names, self.region_values, strict=True)) or None
+        return (
+            f"{super().extra_repr()}, form={self.form!r}, input_range={self.input_range}, "
+            f"region_weights={regions}, reduction={self.reduction!r}, "
+            f"loss_weight={self.loss_weight}"
+        )
+
+    def weight_map(
+        self,
+        images: torch.Tensor,
+        *,
+        landmarks: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        """The (B or 1, 1, S, S) per-pixel weights used for ``images``, or None (uniform).
+
+        Precedence: ``weight`` (a weight map), ``masks`` (one mask per region of
+        ``region_weights``; a 1-channel tensor is a weight map unless exactly one region is
+        weighted), ``landmarks``, the template regions, uniform.
+        """
+        s = self.native_size
+        for name, t in (("weight", weight), ("masks", masks)):
+            if t is None:
+                continue
+            if not isinstance(t, torch.Tensor) or t.dim() != 4:
+                raise ValueError(
+                    f"{name} must be a (B, R, H, W) tensor of region masks or a (B, 1, H, W) "
+                    f"weight map, got {getattr(t, 'shape', type(t).__name__)}"
+                )
+            if t.shape[0] not in (1, images.shape[0]):
+                raise ValueError(
+                    f"{name} batch {t.shape[0]} does not match images batch {images.shape[0]}"
+                )
+        if weight is not None:
+            return resize_map(weight.to(images.device, torch.float32).mean(1, keepdim=True), (s, s))
+        if masks is not None:
+            m = resize_map(masks.to(images.device, torch.float32), (s, s))
+            if m.shape[1] == len(self.region_names):
+                return region_weight_map(m, self.region_values)
+            if m.shape[1] == 1:
+                return m.clamp_min(0.0)
+            raise ValueError(
+                f"masks has {m.shape[1]} channels but region_weights names "
+                f"{len(self.region_names)} regions {self.region_names}; pass one mask per "
+                "region in that order, or a (B, 1, H, W) weight map"
+            )
+        if landmarks is not None and self.region_names:
+            if not isinstance(landmarks, torch.Tensor):
+                raise TypeError(f"landmarks must be a tensor, got {type(landmarks).__name__}")
+            if landmarks.dim() == 3 and landmarks.shape[0] != images.shape[0]:
+                raise ValueError(
+                    f"landmarks batch {landmarks.shape[0]} does not match images batch "
+                    f"{images.shape[0]}"
+                )
+            h, w = images.shape[-2:]
+            scale = torch.tensor([s / w, s / h], device=landmarks.device, dtype=landmarks.dtype)
+            m = face_region_masks(landmarks * scale, s, self.region_names)
+            return region_weight_map(m.to(images.device, torch.float32), self.region_values)
+        return self.template_weight_map
+
+    def forward(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+        *,
+        landmarks: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
+        **kwargs: object,
+    ) -> torch.Tensor:
+        """Loss of ``pred`` (lower = more real).
+
+        Args:
+            pred: (B, C, H, W) images in ``input_range``.
+            target: ignored (accepted for the BasicSR call ``criterion(pred, target)``).
+            weight: BasicSR's element-wise weight, (B, 1 or C, H, W): used as a weight map.
+            landmarks: (B, 5, 2) or (B, 68, 2) (x, y) pixel coordinates in ``pred``, for
+                region weighting of non-aligned faces.
+            masks: (B, R, H, W) masks of the ``region_weights`` regions, in that order, or a
+                (B, 1, H, W) weight map.
+        """
+        x = check_images(pred, self.input_range, name="pred", check_values=self.check_inputs)
+        wmap = self.weight_map(x, landmarks=landmarks, masks=masks, weight=weight)
+        logits = self.discriminator.forward_logits(
+            to_model_input(x, self.config, self.input_range)
+        ).float()
+        if self.form == "one_minus":
+            per_pixel = 1.0 - torch.sigmoid(logits)
+        else:
+            per_pixel = F.softplus(-logits)
+        if wmap is None:
+            per_image = per_pixel.mean((1, 2, 3))
+        else:
+            wmap = wmap.expand_as(per_pixel)
+            per_image = (per_pixel * wmap).sum((1, 2, 3)) / wmap.sum((1, 2, 3)).clamp_min(1e-8)
+        if self.reduction == "mean":
+            out = per_image.mean()
+        elif self.reduction == "sum":
+            out = per_image.sum()
+        else:
+            out = per_image
+        return out * self.loss_weight

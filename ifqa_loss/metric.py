@@ -1,0 +1,189 @@
+"""``IFQAMetric``: batched IFQA scoring of tensors and files, with maps and region breakdowns."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from ._holder import HoldsDiscriminator, WeightsArg, resolve_model
+from .masks import face_region_masks
+from .preprocess import check_images, check_range, official_file_tensor, to_model_input
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+BREAKDOWN_REGIONS = ("eyes", "nose", "mouth", "rest")
+
+
+class IFQAMetric(HoldsDiscriminator):
+    """IFQA face quality: the mean of the discriminator's per-pixel realness map.
+
+    Higher is better; scores lie in [0, 1]. No gradients are computed.
+
+    Args:
+        model: ``"auto"``, a registered name, or a ``Discriminator`` (see :class:`IFQALoss`).
+        weights: checkpoint path / folder / state dict (None: search).
+        device: where to run (default: CUDA if available, else CPU).
+        amp: ``None`` (fp32, exact), ``"bf16"`` or ``"fp16"`` autocast; CUDA only.
+        batch_size: images per forward pass; larger inputs are processed in chunks.
+        input_range: value range of tensor inputs, ``(0, 1)`` or ``(-1, 1)``.
+
+    Example:
+        >>> metric = IFQAMetric(model="ifqa", weights="weights/IFQA_Metric.pth")  # doctest: +SKIP
+        >>> scores = metric(images)      # (B,) higher is better                  # doctest: +SKIP
+        >>> heat = metric.maps(images)   # (B, 1, 256, 256) in [0, 1]             # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | torch.nn.Module = "auto",
+        weights: WeightsArg = None,
+        device: str | torch.device | None = None,
+        *,
+        amp: str | None = None,
+        batch_size: int = 32,
+        input_range: Sequence[float] = (0.0, 1.0),
+    ) -> None:
+        super().__init__()
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(device)
+        if amp is not None:
+            if amp not in AMP_DTYPES:
+                raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+            if device.type != "cuda":
+                raise ValueError(
+                    f"amp={amp!r} is only offered on CUDA (on CPU it is far slower than fp32); "
+                    f"got device {device}"
+                )
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.amp = amp
+        self.batch_size = int(batch_size)
+        self.input_range = check_range(input_range)
+        net, cfg = resolve_model(model, weights, device)
+        self._hold(net, cfg)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp is None or self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=AMP_DTYPES[self.amp])
+
+    @torch.no_grad()
+    def _maps_normalised(self, x: torch.Tensor) -> torch.Tensor:
+        """Maps of network-ready inputs ((B,3,S,S) in [-1,1]), chunked by ``batch_size``."""
+        out = []
+        for chunk in x.split(self.batch_size):
+            with self._autocast():
+                out.append(self.discriminator(chunk.to(self.device)).float())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-pixel realness, (B, C, H, W) images -> (B, 1, S, S) in [0, 1] (S: native size)."""
+        x = check_images(images, self.input_range)
+        out = []
+        for chunk in x.split(self.batch_size):
+            chunk = to_model_input(
+                chunk.to(self.device, torch.float32), self.config, self.input_range
+            )
+            out.append(self._maps_normalised(chunk))
+        return torch.cat(out)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Scores, (B, C, H, W) images in ``input_range`` -> (B,) in [0, 1], higher is better."""
+        return self.maps(images).mean((1, 2, 3))
+
+    @torch.no_grad()
+    def region_scores(
+        self,
+        images: torch.Tensor | None = None,
+        landmarks: torch.Tensor | None = None,
+        *,
+        maps: torch.Tensor | None = None,
+        image_size: tuple[int, int] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Mean realness inside the eyes, nose, mouth and the rest of the face, per image.
+
+        Args:
+            images: (B, C, H, W) images (or pass ``maps`` computed before).
+            landmarks: (B, 5, 2) / (B, 68, 2) pixel coordinates in the images; None: the
+                FFHQ-aligned template (aligned face crops).
+            maps: precomputed (B, 1, S, S) maps, instead of ``images``.
+            image_size: (H, W) of the images the landmarks refer to, when passing ``maps``.
+
+        Returns:
+            ``{"eyes", "nose", "mouth", "rest", "overall"}`` -> (B,) tensors; each region mean is
+            weighted by its soft mask.
+        """
+        if maps is None:
+            if images is None:
+                raise ValueError("region_scores needs images or maps")
+            maps = self.maps(images)
+            image_size = tuple(images.shape[-2:])
+        s = maps.shape[-1]
+        b = maps.shape[0]
+        if landmarks is not None:
+            if image_size is None:
+                raise ValueError("pass image_size=(H, W) with landmarks and precomputed maps")
+            h, w = image_size
+            scale = torch.tensor([s / w, s / h], device=landmarks.device, dtype=landmarks.dtype)
+            masks = face_region_masks(landmarks * scale, s, BREAKDOWN_REGIONS)
+        else:
+            masks = face_region_masks(None, s, BREAKDOWN_REGIONS, batch_size=b)
+        masks = masks.to(maps.device, maps.dtype)
+        num = (masks * maps).sum((2, 3))
+        den = masks.sum((2, 3)).clamp_min(1e-8)
+        out = {name: num[:, i] / den[:, i] for i, name in enumerate(BREAKDOWN_REGIONS)}
+        out["overall"] = maps.mean((1, 2, 3))
+        return out
+
+    def score_files(
+        self,
+        paths: Iterable[str | os.PathLike],
+        *,
+        regions: bool = False,
+        return_maps: bool = False,
+    ) -> list[dict]:
+        """Score image files with the original release's preprocessing of this model.
+
+        A file's score equals what the original script prints for the same weights (fp32).
+        A file that cannot be read gets a record with ``score=None`` and its ``error``; the
+        others are still scored.
+
+        Returns:
+            One dict per path, in order: ``path``, ``score`` (float or None), ``error`` (str or
+            None), plus ``eyes``/``nose``/``mouth``/``rest`` with ``regions=True`` (template
+            regions: meaningful for aligned crops) and ``map`` ((1, S, S) CPU tensor) with
+            ``return_maps=True``.
+        """
+        paths = [os.fspath(p) for p in paths]
+        records: list[dict] = [{"path": p, "score": None, "error": None} for p in paths]
+        pending: list[tuple[int, torch.Tensor]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            idx, tensors = zip(*pending, strict=True)
+            maps = self._maps_normalised(torch.stack(tensors))
+            scores = maps.mean((1, 2, 3)).tolist()
+            reg = self.region_scores(maps=maps) if regions else None
+            for j, i in enumerate(idx):
+                records[i]["score"] = scores[j]
+                if reg is not None:
+                    for name in BREAKDOWN_REGIONS:
+                        records[i][name] = reg[name][j].item()
+                if return_maps:
+                    records[i]["map"] = maps[j].cpu()
+            pending.clear()
+
+        for i, p in enumerate(paths):
+            try:
+                pending.append((i, official_file_tensor(p, self.config)))
+            except (OSError, ValueError) as e:
+                records[i]["error"] = f"{type(e).__name__}: {e}"
+            if len(pending) >= self.batch_size:
+                flush()
+        flush()
+        return records
