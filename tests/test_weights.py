@@ -63,7 +63,16 @@ def test_accepted_formats(tmp_path, cnn_ckpt):
     torch.save({"D": {f"module.{k}": v for k, v in sd.items()}}, prefixed)
     st = tmp_path / "w.safetensors"
     rc = subprocess.run(
-        [sys.executable, "-m", "ifqa_loss.cli", "convert", str(cnn_ckpt), str(st), "--model", "ifqa"],
+        [
+            sys.executable,
+            "-m",
+            "ifqa_loss.cli",
+            "convert",
+            str(cnn_ckpt),
+            str(st),
+            "--model",
+            "ifqa",
+        ],
         capture_output=True,
         text=True,
     )
@@ -107,7 +116,7 @@ def test_corrupt_and_truncated(tmp_path, cnn_ckpt):
     with pytest.raises(CheckpointError, match="cannot read checkpoint .*junk.pth"):
         load_discriminator("ifqa", weights=junk)
     cut = tmp_path / "cut.pth"
-    cut.write_bytes(cnn_ckpt.read_bytes()[: 10_000_000])
+    cut.write_bytes(cnn_ckpt.read_bytes()[:10_000_000])
     with pytest.raises(CheckpointError, match="cannot read checkpoint .*cut.pth"):
         load_discriminator("ifqa", weights=cut)
     bad_st = tmp_path / "bad.safetensors"
@@ -116,7 +125,9 @@ def test_corrupt_and_truncated(tmp_path, cnn_ckpt):
         load_discriminator("ifqa", weights=bad_st)
     wrong = tmp_path / "wrong.pth"
     torch.save({"D": 3}, wrong)
-    with pytest.raises(CheckpointError, match=r"wrong.pth has entries that are not tensors: \['D'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"wrong.pth has entries that are not tensors: \['D'\]"
+    ):
         read_state_dict(wrong)
     empty = tmp_path / "empty.pth"
     torch.save([], empty)
@@ -141,7 +152,7 @@ def test_malicious_pickle_does_not_run(tmp_path):
         pickle.dump({"D": {"x": _Payload(str(marker))}}, f)
     # Sanity: plain pickle really would run it.
     with open(evil, "rb") as f:
-        pickle.load(f)  # noqa: S301 - demonstrates the payload, in a temp dir
+        pickle.load(f)  # demonstrates the payload, in a temp dir
     assert marker.exists()
     marker.unlink()
     evil2 = tmp_path / "evil_torch.pth"

@@ -1,0 +1,71 @@
+"""The ``ifqa`` command: score (exit codes, CSV/JSON), models, and the installed entry point."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ifqa_loss.cli import EXIT_ALL_FAILED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    d = tmp_path / "faces"
+    d.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(d / f"good{i}.png"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    return d
+
+
+def test_score_folder_with_a_failure(folder, cnn_ckpt, tmp_path, capsys):
+    out_csv, out_json = tmp_path / "s.csv", tmp_path / "s.json"
+    argv = ["score", str(folder), "--model", "ifqa", "--weights", str(cnn_ckpt), "--device", "cpu"]
+    rc = main([*argv, "--csv", str(out_csv), "--json", str(out_json), "--regions"])
+    assert rc == EXIT_SOME_FAILED
+    text = capsys.readouterr().out
+    assert text.startswith("# model: ifqa  weights: ")
+    assert "scored 2 of 3 (failed 1)" in text
+    lines = out_csv.read_text().splitlines()
+    assert lines[0].startswith("# model=ifqa weights=")
+    rows = list(csv.DictReader(lines[1:]))
+    assert [r["path"].split("/")[-1] for r in rows] == ["broken.png", "good0.png", "good1.png"]
+    assert rows[0]["score"] == "" and "cannot decode" in rows[0]["error"]
+    assert all(0 < float(r["score"]) < 1 and r["eyes"] for r in rows[1:])
+    data = json.loads(out_json.read_text())
+    assert data["meta"]["model"] == "ifqa" and len(data["records"]) == 3
+
+
+def test_score_exit_codes(folder, cnn_ckpt, capsys):
+    base = ["--model", "ifqa", "--weights", str(cnn_ckpt), "--device", "cpu"]
+    assert main(["score", str(folder / "good0.png"), *base]) == EXIT_OK
+    assert main(["score", str(folder / "broken.png"), *base]) == EXIT_ALL_FAILED
+    assert main(["score", str(folder / "*.jpg"), *base]) == EXIT_USAGE
+    assert "no image files found" in capsys.readouterr().err
+    assert main(["score", str(folder / "good0.png"), "--model", "nope"]) == EXIT_USAGE
+
+
+def test_models_lists_registry(capsys):
+    assert main(["models"]) == EXIT_OK
+    out = capsys.readouterr().out
+    for name in ("ifqa ", "ifqa++", "ifqa-lite"):
+        assert name in out
+
+
+def test_console_script_installed():
+    beside = Path(sys.executable).parent / "ifqa"  # the venv's bin/, also when not on PATH
+    exe = str(beside) if beside.exists() else shutil.which("ifqa")
+    if exe is None:
+        pytest.skip("the ifqa console script is not on PATH (package not pip-installed)")
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0
+    assert "score" in res.stdout and "convert" in res.stdout
