@@ -1,0 +1,410 @@
+"""BasicSR / GFPGAN integration: registry entries, YAML-built losses, metric, training runs.
+
+Skipped with a reason when basicsr (or, for the GFPGAN test, gfpgan) is not installed. Every
+IFQA model here is a randomly initialised ``ifqa-lite`` written to a temp file, so the tests do
+not depend on the bundled weights: they check the plumbing, not the scores.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+E2E_YAML = REPO / "integrations" / "basicsr" / "e2e_srvgg_ifqa.yml"
+PREPARE = REPO / "integrations" / "basicsr" / "prepare_paired_faces.py"
+
+
+def _basicsr_importable() -> str | None:
+    try:
+        import ifqa_loss.integrations.basicsr  # noqa: F401
+    except ImportError as e:
+        return f"basicsr is not importable ({e}); install it with the README's basicsr extra"
+    return None
+
+
+_SKIP = _basicsr_importable()
+pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+
+
+@pytest.fixture(scope="module")
+def ib():
+    import ifqa_loss.integrations.basicsr as mod
+
+    return mod
+
+
+@pytest.fixture(scope="module")
+def lite_weights(tmp_path_factory) -> str:
+    """Random ``ifqa-lite`` weights under a name the registry's digest check does not apply to."""
+    from safetensors.torch import save_file
+
+    from ifqa_loss.models import create_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ifqa") / "random-ifqa-lite.safetensors"
+    save_file(create_model("ifqa-lite").state_dict(), str(path))
+    return str(path)
+
+
+def _ifqa_keys(weights: str) -> dict:
+    return {"model": "ifqa-lite", "weights": weights}
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def test_shim_only_when_module_missing(ib):
+    mod = sys.modules["torchvision.transforms.functional_tensor"]
+    from torchvision.transforms.functional import rgb_to_grayscale
+
+    assert mod.rgb_to_grayscale is rgb_to_grayscale
+    # basicsr's degradations module imports through the stand-in and works on tensors.
+    from basicsr.data import degradations
+
+    assert degradations.rgb_to_grayscale(torch.rand(3, 8, 8)).shape == (1, 8, 8)
+    assert ib.install_torchvision_shim() is False  # already present: nothing replaced
+    assert sys.modules["torchvision.transforms.functional_tensor"] is mod
+
+
+def test_registry_entries_after_import_reimport_and_reload(ib):
+    from basicsr.utils.registry import LOSS_REGISTRY, METRIC_REGISTRY
+
+    def names():
+        return {
+            n: (n in LOSS_REGISTRY._obj_map) or (n in METRIC_REGISTRY._obj_map)
+            for n in ("IFQALoss", "PixelIFQALoss", "IFQAPerceptualLoss", "calculate_ifqa")
+        }
+
+    assert all(names().values()), names()
+    importlib.import_module("ifqa_loss.integrations.basicsr")  # second import: no error
+    reloaded = importlib.reload(ib)  # re-executes the module: must not raise AssertionError
+    assert reloaded.REGISTERED == {"LOSS_REGISTRY": [], "METRIC_REGISTRY": []}
+    assert reloaded.register() == {"LOSS_REGISTRY": [], "METRIC_REGISTRY": []}
+    assert all(names().values())
+    from basicsr.models.base_model import BaseModel
+
+    # The log hook is installed once, not stacked by each reload.
+    assert not hasattr(BaseModel.reduce_loss_dict.__wrapped__, "_ifqa_loss_log_hook")
+
+
+def test_core_package_does_not_import_basicsr():
+    code = (
+        "import sys, ifqa_loss, ifqa_loss.loss, ifqa_loss.metric, ifqa_loss.cli; "
+        "print(any(m == 'basicsr' or m.startswith('basicsr.') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- losses
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [
+        {"type": "IFQALoss", "loss_weight": 0.5, "reduction": "mean"},
+        {"type": "IFQAPerceptualLoss", "loss_weight": 0.5},
+        {"type": "PixelIFQALoss", "pixel_type": "L1Loss", "pixel_weight": 0.1, "ifqa_weight": 0.05},
+    ],
+    ids=["IFQALoss", "IFQAPerceptualLoss", "PixelIFQALoss"],
+)
+def test_build_loss_and_call_as_gfpgan(opt, lite_weights):
+    """``build_loss`` from a YAML dict; ``cri(output, gt)`` on 512x512 [-1, 1] tensors."""
+    from basicsr.losses import build_loss
+
+    opt = OrderedDict(opt, input_range=[-1, 1], **_ifqa_keys(lite_weights))
+    cri = build_loss(opt)
+    assert type(cri).__name__ == opt["type"]
+    torch.manual_seed(1)
+    output = (torch.rand(1, 3, 512, 512) * 2 - 1).requires_grad_()
+    gt = torch.rand(1, 3, 512, 512) * 2 - 1
+    res = cri(output, gt)
+    if opt["type"] == "IFQAPerceptualLoss":
+        assert isinstance(res, tuple) and len(res) == 2 and res[1] is None
+        res = res[0]
+    assert isinstance(res, torch.Tensor) and res.dim() == 0 and torch.isfinite(res)
+    res.backward()
+    assert output.grad is not None and output.grad.abs().sum() > 0
+    assert torch.isfinite(output.grad).all()
+    terms = cri.pop_log_terms()
+    assert "l_ifqa" in terms
+    assert torch.allclose(sum(terms.values()), res.detach(), atol=1e-6)
+    assert cri.pop_log_terms() == {}  # reported once per call
+
+
+def test_loss_weight_and_input_range_are_honoured(lite_weights):
+    from basicsr.losses import build_loss
+
+    x01 = torch.rand(2, 3, 64, 64)
+    a = build_loss({"type": "IFQALoss", **_ifqa_keys(lite_weights)})(x01)
+    b = build_loss({"type": "IFQALoss", "loss_weight": 3.0, **_ifqa_keys(lite_weights)})(x01)
+    c = build_loss({"type": "IFQALoss", "input_range": [-1, 1], **_ifqa_keys(lite_weights)})(
+        x01 * 2 - 1
+    )
+    n = build_loss({"type": "IFQALoss", "reduction": "none", **_ifqa_keys(lite_weights)})(x01)
+    assert torch.allclose(b, 3 * a, rtol=1e-5)
+    assert torch.allclose(c, a, atol=1e-5)  # same images in the other range: same loss
+    assert n.shape == (2,) and torch.allclose(n.mean(), a, atol=1e-6)
+
+
+def test_pixel_term_is_the_named_basicsr_loss(lite_weights):
+    from basicsr.losses import build_loss
+
+    cri = build_loss(
+        {
+            "type": "PixelIFQALoss",
+            "pixel_type": "MSELoss",
+            "pixel_weight": 2.0,
+            "ifqa_weight": 0.0,
+            **_ifqa_keys(lite_weights),
+        }
+    )
+    x, y = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    assert torch.allclose(cri(x, y), 2.0 * ((x - y) ** 2).mean(), rtol=1e-5)
+    assert set(cri.pop_log_terms()) == {"l_pix_mse", "l_ifqa"}
+
+
+@pytest.mark.parametrize(
+    ("opt", "err"),
+    [
+        ({"type": "IFQALoss", "reduction": "avg"}, ValueError),
+        ({"type": "IFQALoss", "lossweight": 1.0}, TypeError),  # unknown YAML key
+        ({"type": "PixelIFQALoss", "reduction": "none"}, ValueError),
+        ({"type": "PixelIFQALoss", "pixel_type": "NoSuchLoss"}, ValueError),
+        ({"type": "IFQALoss", "region_weights": {"ears": 2}}, ValueError),
+    ],
+)
+def test_bad_yaml_options_are_refused(opt, err, lite_weights):
+    from basicsr.losses import build_loss
+
+    with pytest.raises(err):
+        build_loss({**opt, **_ifqa_keys(lite_weights)})
+
+
+def test_region_weights_from_yaml_change_the_loss(lite_weights):
+    from basicsr.losses import build_loss
+
+    x = torch.rand(1, 3, 64, 64)
+    plain = build_loss({"type": "IFQALoss", **_ifqa_keys(lite_weights)})(x)
+    regional = build_loss(
+        {
+            "type": "IFQALoss",
+            "region_weights": OrderedDict(eyes=4.0, nose=1.0, mouth=4.0),
+            **_ifqa_keys(lite_weights),
+        }
+    )(x)
+    assert torch.isfinite(regional) and not torch.allclose(plain, regional)
+
+
+# --------------------------------------------------------------------------- metric
+
+
+def test_calculate_metric_returns_float_and_caches(ib, lite_weights):
+    from basicsr.metrics import calculate_metric
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    opt = {"type": "calculate_ifqa", "better": "higher", **_ifqa_keys(lite_weights)}
+    v = calculate_metric({"img": img, "img2": img[::-1]}, opt)
+    assert isinstance(v, float) and 0.0 <= v <= 1.0
+    n_cached = len(ib._METRICS)
+    v2 = calculate_metric({"img": img}, opt)
+    assert len(ib._METRICS) == n_cached  # the metric instance is reused
+    assert v2 == pytest.approx(v, abs=1e-6)  # img2 is ignored
+    # BGR in: the same pixels given as RGB score like the channel-swapped array.
+    metric = ib.get_metric("ifqa-lite", lite_weights, "cpu")
+    rgb = torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    assert metric(rgb).item() == pytest.approx(v, abs=1e-5)
+    gray = calculate_metric({"img": img[:, :, 0]}, opt)
+    assert isinstance(gray, float)
+
+
+# --------------------------------------------------------------------------- log hook
+
+
+def test_log_hook_adds_terms_to_a_model_loss_dict(lite_weights):
+    """An unmodified BasicSR model's ``reduce_loss_dict`` gains the composite's terms."""
+    from basicsr.losses import build_loss
+    from basicsr.models.base_model import BaseModel
+
+    class Stub(BaseModel):
+        def __init__(self):  # no BaseModel.__init__: only reduce_loss_dict is exercised
+            self.opt = {"dist": False}
+
+    m = Stub()
+    m.cri_pix = build_loss(
+        {"type": "PixelIFQALoss", "ifqa_weight": 0.5, **_ifqa_keys(lite_weights)}
+    )
+    out = torch.rand(1, 3, 64, 64)
+    l_pix = m.cri_pix(out, torch.rand_like(out))
+    log = m.reduce_loss_dict(OrderedDict(l_g_pix=l_pix))
+    assert set(log) == {"l_g_pix", "l_pix_l1", "l_ifqa"}
+    assert log["l_pix_l1"] + log["l_ifqa"] == pytest.approx(log["l_g_pix"], rel=1e-5)
+    assert set(m.reduce_loss_dict(OrderedDict(l_x=torch.tensor(1.0)))) == {"l_x"}  # not stale
+
+
+# --------------------------------------------------------------------------- GFPGAN
+
+
+def _gfpgan_opt(weights: str) -> dict:
+    return {
+        "name": "gfpgan_ifqa_cpu",
+        "model_type": "GFPGANModel",
+        "num_gpu": 0,
+        "is_train": True,
+        "dist": False,
+        "rank": 0,
+        "world_size": 1,
+        "path": {"pretrain_network_g": None, "pretrain_network_d": None},
+        "network_g": {
+            "type": "GFPGANv1Clean",
+            "out_size": 128,
+            "num_style_feat": 64,
+            "channel_multiplier": 1,
+            "decoder_load_path": None,
+            "fix_decoder": False,
+            "num_mlp": 2,
+            "input_is_latent": True,
+            "different_w": True,
+            "narrow": 0.25,
+            "sft_half": True,
+        },
+        # basicsr's StyleGAN2Discriminator needs a CUDA-only fused op; any D works for the test.
+        "network_d": {
+            "type": "VGGStyleDiscriminator",
+            "num_in_ch": 3,
+            "num_feat": 8,
+            "input_size": 128,
+        },
+        "train": {
+            "optim_g": {"type": "Adam", "lr": 2e-3},
+            "optim_d": {"type": "Adam", "lr": 2e-3},
+            "scheduler": {"type": "MultiStepLR", "milestones": [1000], "gamma": 0.5},
+            "pixel_opt": {
+                "type": "PixelIFQALoss",
+                "pixel_type": "L1Loss",
+                "pixel_weight": 0.1,
+                "ifqa_weight": 0.05,
+                "input_range": [-1, 1],
+                **_ifqa_keys(weights),
+            },
+            "L1_opt": {"type": "L1Loss", "loss_weight": 1, "reduction": "mean"},
+            "gan_opt": {"type": "GANLoss", "gan_type": "wgan_softplus", "loss_weight": 0.1},
+            "r1_reg_weight": 10,
+            "net_d_iters": 1,
+            "net_d_init_iters": 0,
+            "net_d_reg_every": 16,
+        },
+    }
+
+
+def test_gfpgan_model_logs_the_ifqa_term(lite_weights):
+    pytest.importorskip("gfpgan", reason="gfpgan is not installed (pip install gfpgan)")
+    from basicsr.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(_gfpgan_opt(lite_weights))
+    assert type(model).__name__ == "GFPGANModel"
+    assert type(model.cri_pix).__name__ == "PixelIFQALoss"
+    before = [p.detach().clone() for p in model.net_g.parameters()]
+    gt = torch.rand(2, 3, 128, 128) * 2 - 1
+    for it in (1, 2):
+        model.feed_data({"lq": gt + 0.2 * torch.randn_like(gt), "gt": gt})
+        model.optimize_parameters(it)
+        log = model.get_current_log()
+        assert {"l_g_pix", "l_pix_l1", "l_ifqa", "l_g_gan", "l_d"} <= set(log), log
+        assert np.isfinite(log["l_ifqa"]) and log["l_ifqa"] > 0
+        assert log["l_pix_l1"] + log["l_ifqa"] == pytest.approx(log["l_g_pix"], rel=1e-4)
+    after = list(model.net_g.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_train_pipeline_end_to_end(tmp_path, faces_dir, lite_weights):
+    """The wrapper runs BasicSR's real train_pipeline with IFQA in the YAML (CPU, < 3 min)."""
+    src = faces_dir / "gpen" / "ffhq-10"
+    if not src.is_dir():
+        pytest.skip(f"{src} not found (the shared FFHQ sample faces)")
+    subprocess.run(
+        [sys.executable, str(PREPARE), str(src), "datasets/faces_e2e", "--size", "128"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "e2e-ifqa-lite.safetensors").write_bytes(
+        Path(lite_weights).read_bytes()
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ifqa_loss.integrations.basicsr_train", "-opt", str(E2E_YAML)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = tmp_path / "experiments" / "ifqa_e2e_srvgg"
+    logs = list(exp.glob("train_*.log"))
+    assert len(logs) == 1
+    text = logs[0].read_text()
+    steps = re.findall(r"iter:\s+(\d+).*l_pix: (\S+) l_pix_l1: (\S+) l_ifqa: (\S+)", text)
+    assert [int(s[0]) for s in steps] == [4, 8, 12, 16, 20, 24], text[-2000:]
+    for _, total, l1, q in steps:
+        assert float(l1) + float(q) == pytest.approx(float(total), rel=1e-3)
+    vals = [float(v) for v in re.findall(r"# ifqa: ([0-9.]+)", text)]
+    assert len(vals) >= 2 and all(0.0 <= v <= 1.0 for v in vals)
+    assert re.search(r"# psnr: [0-9.]+", text)
+    ckpt = exp / "models" / "net_g_24.pth"
+    assert ckpt.is_file() and (exp / "models" / "net_g_latest.pth").is_file()
+    sd = torch.load(ckpt, map_location="cpu", weights_only=True)["params"]
+    assert "body.0.weight" in sd  # the restorer's weights, nothing of the discriminator
+    assert not any("discriminator" in k or k.startswith("ifqa") for k in sd)
+
+
+def test_overshoot_is_tolerated_and_a_wrong_range_warned_once(lite_weights, caplog):
+    from basicsr.losses import build_loss
+
+    cri = build_loss({"type": "IFQALoss", **_ifqa_keys(lite_weights)})  # input_range [0, 1]
+    x = torch.rand(1, 3, 64, 64) * 2 - 1  # [-1, 1] data: the GFPGAN mistake
+    with caplog.at_level("WARNING", logger="ifqa_loss"):
+        assert torch.isfinite(cri(x))
+        assert torch.isfinite(cri(x))
+    assert sum("input_range: [-1, 1]" in r.getMessage() for r in caplog.records) == 1
+    ok = build_loss({"type": "IFQALoss", "input_range": [-1, 1], **_ifqa_keys(lite_weights)})
+    assert torch.isfinite(ok(x * 1.6))  # an untrained generator's overshoot: no error
+
+
+def test_int_betas_are_passed_to_adam_as_floats():
+    """GFPGAN 1.3.8 asks for betas=(0, 0.99), which current torch's Adam refuses as is."""
+    from basicsr.models.base_model import BaseModel
+
+    class Stub(BaseModel):
+        def __init__(self):
+            pass
+
+    opt = Stub().get_optimizer("Adam", [torch.nn.Parameter(torch.zeros(1))], 1e-3, betas=(0, 0.99))
+    assert opt.param_groups[0]["betas"] == (0.0, 0.99)
+
+
+def test_float_jpeg_quality_is_accepted():
+    """basicsr draws the JPEG quality as a float, which OpenCV 5's imencode refuses."""
+    from basicsr.data import degradations
+
+    img = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    out = degradations.random_add_jpg_compression(img, [60.0, 100.0])
+    assert out.shape == img.shape and out.dtype == np.float32
