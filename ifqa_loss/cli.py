@@ -6,10 +6,11 @@ import argparse
 import glob
 import json
 import logging
-import os
 import statistics
 import sys
 from pathlib import Path
+
+from ._io import atomic_write_text
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -32,22 +33,6 @@ def _expand(inputs: list[str], recursive: bool) -> list[str]:
         else:
             out.append(item)  # a missing file is reported as a failed record
     return out
-
-
-def _atomic_write(path: str, text: str) -> None:
-    import tempfile
-
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -87,9 +72,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(records)
-        _atomic_write(args.csv, buf.getvalue())
+        atomic_write_text(args.csv, buf.getvalue())
     if args.json:
-        _atomic_write(args.json, json.dumps({"meta": meta, "records": records}, indent=1))
+        atomic_write_text(args.json, json.dumps({"meta": meta, "records": records}, indent=1))
     if not ok:
         return EXIT_ALL_FAILED
     return EXIT_SOME_FAILED if len(ok) < len(records) else EXIT_OK

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from ._io import atomic_write
 from .models.base import Discriminator
 from .models.registry import CNN_DRIVE_ID, VIT_DRIVE_ID, ModelConfig, get_model_config
 
@@ -254,18 +254,8 @@ def save_safetensors(sd: Mapping[str, torch.Tensor], out: str | os.PathLike) -> 
     """Write a state dict as ``.safetensors`` atomically (temp file in the same folder, rename)."""
     from safetensors.torch import save_file
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in sd.items()}, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    tensors = {k: v.contiguous() for k, v in sd.items()}
+    return atomic_write(out, lambda tmp: save_file(tensors, tmp))
 
 
 def convert_checkpoint(

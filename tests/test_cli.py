@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -69,3 +70,23 @@ def test_console_script_installed():
     res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0
     assert "score" in res.stdout and "convert" in res.stdout
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    from ifqa_loss._io import atomic_write, atomic_write_text
+
+    target = tmp_path / "out.csv"
+    atomic_write_text(target, "complete\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's owner-only 0o600
+
+    def crash(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, crash)
+    assert target.read_text() == "complete\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]  # no temp file left behind
