@@ -16,6 +16,7 @@ from .weights import find_weights, load_discriminator
 log = logging.getLogger("ifqa_loss")
 
 WeightsArg = str | os.PathLike | Mapping[str, torch.Tensor] | None
+_ANNOUNCED: set[str] = set()
 
 
 def bundled_model_names() -> list[str]:
@@ -84,7 +85,11 @@ def resolve_model(
                         f"model.\n{e}"
                     ) from None
                 model = bundled[0]
-                log.warning(
+                # Warn once per process; later choices of the same fallback log at INFO.
+                level = logging.INFO if model in _ANNOUNCED else logging.WARNING
+                _ANNOUNCED.add(model)
+                log.log(
+                    level,
                     "ifqa_loss: original IFQA weights not found; using the bundled model %r "
                     "(pass model='ifqa' with weights=PATH for the original metric)",
                     model,

@@ -10,8 +10,7 @@ import pytest
 import torch
 from conftest import BrightnessD
 
-from ifqa_loss import IFQALoss, IFQAMetric, weights
-from ifqa_loss.models import IFQACNN
+from ifqa_loss import IFQALoss, IFQAMetric, _holder, get_model_config, weights
 from ifqa_loss.preprocess import official_file_tensor
 from ifqa_loss.weights import ENV_VAR, save_safetensors
 
@@ -133,15 +132,19 @@ def _isolate(tmp_path, monkeypatch, bundled: bool):
     monkeypatch.setattr(weights, "BUNDLED_DIR", bdir)
     if bundled:
         torch.manual_seed(0)
-        save_safetensors(IFQACNN(width=0.25).state_dict(), bdir / "ifqa-lite.safetensors")
+        net = get_model_config("ifqa-lite").build()
+        save_safetensors(net.state_dict(), bdir / "ifqa-lite.safetensors")
 
 
 def test_auto_falls_back_to_bundled_and_says_so(tmp_path, monkeypatch, caplog):
     _isolate(tmp_path, monkeypatch, bundled=True)
-    with caplog.at_level(logging.WARNING, logger="ifqa_loss"):
+    monkeypatch.setattr(_holder, "_ANNOUNCED", set())
+    with caplog.at_level(logging.INFO, logger="ifqa_loss"):
         crit = IFQALoss()
+        IFQAMetric(device="cpu")
     assert crit.model_name == "ifqa-lite"
-    assert "original IFQA weights not found; using the bundled model 'ifqa-lite'" in caplog.text
+    warned = [r for r in caplog.records if "using the bundled model 'ifqa-lite'" in r.message]
+    assert [r.levelno for r in warned] == [logging.WARNING, logging.INFO]  # loud once
     assert crit.weights_origin.endswith("ifqa-lite.safetensors")
 
 
