@@ -1,0 +1,320 @@
+"""Training configuration: dataclasses loaded from YAML, with dotted command-line overrides.
+
+A YAML file has the sections ``model``, ``generator``, ``data``, ``degradation``, ``loss``,
+``optim`` and ``run``; every key is optional and unknown keys are errors (so a typo never silently
+falls back to a default). See ``ifqa_loss/train/configs/*.yaml`` and ``docs/training.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+FACES_ENV = "IFQA_FACES_DIR"
+
+
+@dataclass
+class ModelConfig:
+    """The discriminator: ``IFQACNN(width, native_size)``; width 1.0 is the published network."""
+
+    width: float = 0.25
+    native_size: int = 256
+
+
+@dataclass
+class GeneratorConfig:
+    """The small restoration generator (see :mod:`ifqa_loss.train.generator`)."""
+
+    channels: int = 32
+    blocks: int = 4
+    unshuffle: int = 2
+
+
+@dataclass
+class DataConfig:
+    """Where the clean aligned faces are and which of them are held out.
+
+    ``root`` is resolved in this order: the ``--data-root`` option, ``$IFQA_FACES_DIR``, this
+    value (relative paths are taken from the current directory). ``train`` holds glob patterns
+    relative to the root; ``val`` holds held-out files relative to the root, which are removed
+    from the training set even when a pattern matches them.
+    """
+
+    root: str = "../shared/data/faces"
+    train: list[str] = field(default_factory=lambda: ["**/*.png", "**/*.jpg"])
+    val: list[str] = field(default_factory=list)
+    base_size: int = 512
+    hflip: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class DegradationConfig:
+    """The synthetic degradation of clean faces (GFPGAN's FFHQ options by default).
+
+    Each operation runs with its own probability; GFPGAN's order is used: blur, downsample,
+    noise, JPEG, upsample back. ``sizes``/``size_probs``: the resolution at which a sample is
+    degraded (the clean ``base_size`` face is resized there first); the result is then resized to
+    the model's native size with the metric's antialiased bilinear resize. ``min_ops``: resample
+    until at least this many operations are active. ``single_op_prob``: share of samples that get
+    exactly one operation (blur, down-up, noise or JPEG, drawn with ``single_op_weights``) at the
+    full degradation size instead of the chain (our addition; GFPGAN's default is 0).
+    ``max_psnr``: redraw the degradation (up to ``max_tries`` times) while the degraded face is
+    closer than this PSNR (dB) to the clean one at the native size, so that nearly invisible
+    degradations are not labelled fake (our addition; None turns it off).
+    """
+
+    sizes: list[int] = field(default_factory=lambda: [512])
+    size_probs: list[float] | None = None
+    blur_prob: float = 1.0
+    blur_kernel_size: int = 41
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 10.0])
+    blur_sigma_log: bool = False
+    blur_aniso_prob: float = 0.5
+    down_prob: float = 1.0
+    down_factor: list[float] = field(default_factory=lambda: [0.8, 8.0])
+    down_factor_log: bool = False
+    down_interp: list[str] = field(default_factory=lambda: ["linear"])
+    up_interp: list[str] = field(default_factory=lambda: ["linear"])
+    noise_prob: float = 1.0
+    noise_sigma: list[float] = field(default_factory=lambda: [0.0, 20.0])
+    gray_noise_prob: float = 0.0
+    jpeg_prob: float = 1.0
+    jpeg_quality: list[float] = field(default_factory=lambda: [60.0, 100.0])
+    color_jitter_prob: float = 0.3
+    color_jitter_shift: float = 20.0
+    gray_prob: float = 0.01
+    min_ops: int = 0
+    single_op_prob: float = 0.0
+    max_psnr: float | None = None
+    max_tries: int = 8
+    single_op_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    quantize: bool = True
+
+
+@dataclass
+class LossConfig:
+    """Loss weights.
+
+    ``region_weights``: per-pixel weight ``1 + sum_r w_r * mask_r`` on every BCE and on the
+    reconstruction loss (facial primary regions count more). ``mix_fraction``: share of the batch
+    that also yields a region-swapped (CutMix) sample; ``mix_regions`` are swapped as a random
+    non-empty subset, binarised at ``mix_threshold``. ``fake_degraded_fraction``: share of the
+    fake samples that are the degraded input itself rather than the generator's output (our
+    addition: the metric must rank raw degradations low too).
+    """
+
+    recon_weight: float = 1.0
+    adv_weight: float = 0.05
+    region_weights: dict[str, float] = field(
+        default_factory=lambda: {"eyes": 2.0, "nose": 1.0, "mouth": 2.0}
+    )
+    mix_fraction: float = 0.5
+    mix_weight: float = 1.0
+    mix_regions: list[str] = field(
+        default_factory=lambda: ["left_eye", "right_eye", "nose", "mouth"]
+    )
+    mix_threshold: float = 0.25
+    mix_softness: float = 1.0
+    consistency_weight: float = 0.0
+    fake_degraded_fraction: float = 0.5
+    landmark_jitter: float = 0.02
+
+
+@dataclass
+class OptimConfig:
+    lr_d: float = 2e-4
+    lr_g: float = 2e-4
+    betas_d: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    betas_g: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    # Linear decay of both learning rates to ``lr * final_lr_scale`` over the last
+    # ``decay_fraction`` of the steps (0: constant).
+    decay_fraction: float = 0.0
+    final_lr_scale: float = 0.1
+    # Exponential moving average of the discriminator's weights (0: off). When on, validation
+    # and the exported model use the averaged weights (our addition: it smooths the
+    # step-to-step swings of a short adversarial run).
+    ema_decay: float = 0.0
+
+
+@dataclass
+class RunConfig:
+    steps: int = 1000
+    batch_size: int = 8
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    log_every: int = 10
+    val_every: int = 200
+    ckpt_every: int = 50
+    progress: bool = True
+    export_dtype: str = "float32"
+    # Curriculum (our addition, for CPUs): the first ``crop_fraction`` of the steps train on
+    # random ``crop_size`` crops of the native-size samples (about 4x cheaper at half the side),
+    # the rest on whole images. 0 turns it off.
+    crop_size: int = 0
+    crop_fraction: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def faces_root(self, override: str | os.PathLike | None = None) -> Path:
+        """The faces folder: ``override``, else ``$IFQA_FACES_DIR``, else ``data.root``."""
+        return Path(override or os.environ.get(FACES_ENV) or self.data.root).expanduser()
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ValueError(f"config section {where!r} must be a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {unknown} in config section {where!r}; known keys: {sorted(known)}"
+        )
+    kwargs = {}
+    for k, v in values.items():
+        default = getattr(cls(), k)
+        if dataclasses.is_dataclass(default):
+            kwargs[k] = _build(type(default), v or {}, f"{where}.{k}" if where else k)
+        else:
+            kwargs[k] = _coerce(default, v, f"{where}.{k}" if where else k)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any] | None) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a nested mapping (missing keys take their defaults)."""
+    cfg = _build(TrainConfig, values or {}, "")
+    validate_config(cfg)
+    return cfg
+
+
+def _parse_value(text: str) -> Any:
+    value = yaml.safe_load(text)
+    if isinstance(value, str):  # YAML 1.1 reads "2e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _coerce(default: Any, value: Any, where: str) -> Any:
+    """Numbers written as strings (``"2e-3"``) become floats where the default is a float."""
+    if isinstance(default, float) and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"config value {where} must be a number, got {value!r}") from None
+    return value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = values
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {p!r} is not a section")
+        node[parts[-1]] = _parse_value(text)
+    return values
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (None: all defaults) and apply dotted overrides.
+
+    A bare name such as ``lite_cpu`` is looked up among the packaged configs.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file() and (CONFIG_DIR / f"{path}.yaml").is_file():
+            p = CONFIG_DIR / f"{path}.yaml"
+        if not p.is_file():
+            packaged = ", ".join(sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")))
+            raise FileNotFoundError(f"config file not found: {path} (packaged configs: {packaged})")
+        with open(p, encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+    return config_from_dict(apply_overrides(values, list(overrides or [])))
+
+
+def _check_range(name: str, r: list[float], lo: float | None = None) -> None:
+    if len(r) != 2 or not r[0] <= r[1]:
+        raise ValueError(f"{name} must be [low, high] with low <= high, got {r}")
+    if lo is not None and r[0] < lo:
+        raise ValueError(f"{name} must not go below {lo}, got {r}")
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Raise ValueError naming the first inconsistent setting."""
+    if cfg.model.native_size % 32:
+        raise ValueError(f"model.native_size must be a multiple of 32, got {cfg.model.native_size}")
+    if not cfg.model.width > 0:
+        raise ValueError(f"model.width must be > 0, got {cfg.model.width}")
+    d = cfg.degradation
+    if d.size_probs is not None and len(d.size_probs) != len(d.sizes):
+        raise ValueError("degradation.size_probs must have one entry per degradation.sizes entry")
+    if any(s > cfg.data.base_size for s in d.sizes):
+        raise ValueError(f"degradation.sizes {d.sizes} must not exceed data.base_size")
+    _check_range("degradation.blur_sigma", d.blur_sigma, 0.0)
+    _check_range("degradation.down_factor", d.down_factor, 0.1)
+    _check_range("degradation.noise_sigma", d.noise_sigma, 0.0)
+    _check_range("degradation.jpeg_quality", d.jpeg_quality, 1.0)
+    if d.jpeg_quality[1] > 100:
+        raise ValueError(f"degradation.jpeg_quality must be <= 100, got {d.jpeg_quality}")
+    if d.blur_kernel_size % 2 == 0:
+        raise ValueError(f"degradation.blur_kernel_size must be odd, got {d.blur_kernel_size}")
+    if not 0.0 <= d.single_op_prob <= 1.0:
+        raise ValueError(f"degradation.single_op_prob must be in [0, 1], got {d.single_op_prob}")
+    if (
+        len(d.single_op_weights) != 4
+        or min(d.single_op_weights) < 0
+        or not sum(d.single_op_weights)
+    ):
+        raise ValueError("degradation.single_op_weights must be 4 non-negative numbers, not all 0")
+    if d.min_ops > 4:
+        raise ValueError(f"degradation.min_ops must be <= 4, got {d.min_ops}")
+    lo = cfg.loss
+    if not 0.0 <= lo.fake_degraded_fraction <= 1.0:
+        raise ValueError("loss.fake_degraded_fraction must be in [0, 1]")
+    if not 0.0 <= lo.mix_fraction <= 1.0:
+        raise ValueError("loss.mix_fraction must be in [0, 1]")
+    r = cfg.run
+    if r.steps < 0 or r.batch_size < 1:
+        raise ValueError(
+            f"run.steps must be >= 0 and run.batch_size >= 1, got {r.steps}, {r.batch_size}"
+        )
+    if min(r.log_every, r.ckpt_every) < 1:
+        raise ValueError("run.log_every and run.ckpt_every must be >= 1")
+    if r.crop_size and (r.crop_size % 32 or r.crop_size >= cfg.model.native_size):
+        raise ValueError(
+            f"run.crop_size must be a multiple of 32 below model.native_size, got {r.crop_size}"
+        )
+    if not 0.0 <= r.crop_fraction <= 1.0:
+        raise ValueError(f"run.crop_fraction must be in [0, 1], got {r.crop_fraction}")
+    if r.export_dtype not in ("float32", "float16"):
+        raise ValueError(f"run.export_dtype must be float32 or float16, got {r.export_dtype!r}")

@@ -1,0 +1,184 @@
+"""Clean aligned faces, the held-out split, and the per-rank stream of training samples.
+
+Sampling is a pure function of ``(seed, rank, position)``: the sample at position ``p`` of a
+rank's stream is the same whatever the number of DataLoader workers and whether the run was
+resumed. The stream follows ``DistributedSampler``'s sharding: for epoch ``e`` the face indices
+are permuted with seed ``(seed, e)``, padded to a multiple of the world size, and rank ``r``
+takes every ``world``-th index starting at ``r``, so ranks see disjoint faces within an epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Sampler
+
+from .config import DataConfig, DegradationConfig
+from .degradations import random_degradation
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def resize_antialiased(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Square resize with the metric's resize: bilinear, antialiased, align_corners=False."""
+    if x.shape[-2:] == (size, size):
+        return x
+    squeeze = x.dim() == 3
+    x = x[None] if squeeze else x
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x[0] if squeeze else x
+
+
+def load_face(path: str | os.PathLike, size: int = 512) -> torch.Tensor:
+    """Read an aligned face as (3, size, size) float32 RGB in [0, 1] on the 8-bit grid.
+
+    OpenCV decoding (alpha dropped, as ``cv2.IMREAD_COLOR`` does), then an antialiased bilinear
+    resize to ``size`` when needed, then rounding to 8 bits (as a saved 512 face would be).
+    """
+    img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot read image {path}")
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float() / 255.0
+    x = resize_antialiased(x, size)
+    return (x.clamp(0, 1) * 255.0).round() / 255.0
+
+
+def list_images(root: str | os.PathLike, patterns: Sequence[str]) -> list[Path]:
+    """Sorted image files under ``root`` matching any glob pattern."""
+    root = Path(root)
+    found: set[Path] = set()
+    for pat in patterns:
+        found.update(
+            p for p in root.glob(pat) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+    return sorted(found)
+
+
+def split_faces(root: str | os.PathLike, cfg: DataConfig) -> tuple[list[Path], list[Path]]:
+    """``(train, val)`` file lists; held-out files never appear in the training list.
+
+    Raises:
+        FileNotFoundError: the root or a listed held-out file does not exist, or no training
+            image matched.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"faces folder not found: {root} (set data.root, --data-root or $IFQA_FACES_DIR)"
+        )
+    val = [root / v for v in cfg.val]
+    missing = [str(v) for v in val if not v.is_file()]
+    if missing:
+        raise FileNotFoundError(f"held-out face(s) not found: {missing[:5]}")
+    held = {v.resolve() for v in val}
+    train = [p for p in list_images(root, cfg.train) if p.resolve() not in held]
+    if not train:
+        raise FileNotFoundError(f"no training images under {root} match {cfg.train}")
+    return train, val
+
+
+def shard_index(seed: int, position: int, n: int, rank: int, world: int) -> int:
+    """Face index at ``position`` of rank ``rank``'s stream (DistributedSampler-style shards)."""
+    per_rank = math.ceil(n / world)
+    epoch, offset = divmod(position, per_rank)
+    perm = np.random.default_rng([seed, 7, epoch]).permutation(n)
+    total = per_rank * world
+    if total > n:  # pad by repeating the start, as DistributedSampler does
+        perm = np.concatenate([perm, perm[: total - n]])
+    return int(perm[rank + offset * world])
+
+
+class FaceStream(Dataset):
+    """Training samples: item ``p`` is position ``p`` of this rank's stream.
+
+    Each item is a dict with ``real`` and ``degraded``, both (3, S, S) float32 in [-1, 1] at the
+    model's native size ``S``: the clean face resized with the metric's antialiased bilinear
+    resize, and the same face degraded at one of ``degradation.sizes`` and resized the same way.
+
+    Args:
+        faces: clean faces, (3, base, base) uint8 tensors.
+    """
+
+    def __init__(
+        self,
+        faces: Sequence[torch.Tensor],
+        data: DataConfig,
+        degradation: DegradationConfig,
+        native_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        if not faces:
+            raise ValueError("FaceStream needs at least one face")
+        self.faces = list(faces)
+        self.data = data
+        self.deg = degradation
+        self.native = native_size
+        self.seed = seed
+        self.rank = rank
+        self.world = world
+        probs = degradation.size_probs
+        self.size_probs = None if probs is None else np.asarray(probs, float) / float(sum(probs))
+
+    def __len__(self) -> int:  # a stream; the sampler decides which positions are read
+        return 2**62
+
+    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
+        idx = shard_index(self.seed, position, len(self.faces), self.rank, self.world)
+        rng = np.random.default_rng([self.seed, 11, self.rank, position])
+        face = self.faces[idx].float() / 255.0
+        if self.data.hflip and rng.random() < 0.5:
+            face = face.flip(-1)
+        size = int(rng.choice(self.deg.sizes, p=self.size_probs))
+        base = resize_antialiased(face, size)
+        img = np.ascontiguousarray(base.numpy().transpose(1, 2, 0), dtype=np.float32)
+        real0 = resize_antialiased(face, self.native)
+        tries = max(1, self.deg.max_tries) if self.deg.max_psnr is not None else 1
+        for _ in range(tries):
+            _, degraded, params = random_degradation(img, self.deg, rng)
+            real = real0
+            if params["gray"]:  # the real sample turns gray too, as in GFPGAN (colour is no cue)
+                w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+                real = (real0 * w).sum(0, keepdim=True).expand(3, -1, -1).contiguous()
+            deg_t = torch.from_numpy(degraded.transpose(2, 0, 1).copy())
+            fake = resize_antialiased(deg_t, self.native)
+            if self.deg.max_psnr is None or psnr(real, fake) <= self.deg.max_psnr:
+                break
+        return {
+            "real": real.clamp(0, 1) * 2 - 1,
+            "degraded": fake.clamp(0, 1) * 2 - 1,
+            "index": idx,
+        }
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two images in [0, 1] (inf when identical)."""
+    mse = float((a.float() - b.float()).pow(2).mean())
+    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+class StreamSampler(Sampler[int]):
+    """Positions ``start, start+1, ..., stop-1`` of a rank's stream."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = int(start), int(stop)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def load_faces_uint8(paths: Sequence[Path], size: int) -> list[torch.Tensor]:
+    """Faces as (3, size, size) uint8 tensors (kept in memory for the whole run)."""
+    return [(load_face(p, size) * 255.0).round().to(torch.uint8) for p in paths]

@@ -1,0 +1,288 @@
+"""The validation protocol: does the score rank clean faces above degraded ones?
+
+On held-out clean aligned faces at 512x512 (resized to 512 first when needed), four
+degradation families are applied at several strengths, from none to severe, and every image is
+scored through :class:`ifqa_loss.IFQAMetric` as it is (the metric resizes to the model's native
+size, as it does for a restorer's output). Reported per family:
+
+- ``pair_accuracy``: share of faces whose clean score is strictly higher than the score of the
+  same face at the family's test strength (blur sigma 2, 4x down-up bicubic, noise 15/255,
+  JPEG quality 20);
+- ``spearman_mean``: Spearman's rho between strength (level index) and score, computed per face
+  and averaged over faces (the figure the target refers to); ``spearman_pooled``: the same over
+  all (face, level) pairs pooled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from .degradations import add_gaussian_noise, down_up, gaussian_blur, jpeg, quantize
+
+EVAL_SIZE = 512
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    label: str
+    levels: tuple[float | None, ...]  # first level = none
+    test: float
+
+    def fmt(self, v: float | None) -> str:
+        return "none" if v is None or v == self.levels[0] else f"{self.label} {v:g}"
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("blur", "sigma", (0.0, 0.5, 1.0, 2.0, 3.0, 4.0), 2.0),
+    Family("downup", "x", (1.0, 1.5, 2.0, 3.0, 4.0, 6.0), 4.0),
+    Family("noise", "sigma/255", (0.0, 5.0, 10.0, 15.0, 20.0, 25.0), 15.0),
+    Family("jpeg", "q", (None, 80.0, 60.0, 40.0, 20.0, 10.0), 20.0),
+)
+
+
+def degrade(img: np.ndarray, family: str, level: float | None, seed: int = 0) -> np.ndarray:
+    """One family at one strength on an (H, W, 3) float32 RGB image in [0, 1] (8-bit output).
+
+    blur: Gaussian, sigma in pixels; downup: factor, antialiased bicubic down then bicubic up;
+    noise: Gaussian, sigma in 1/255 units, seeded; jpeg: OpenCV quality (None: untouched).
+    """
+    if family == "blur":
+        out = gaussian_blur(img, float(level or 0.0))
+    elif family == "downup":
+        out = down_up(img, float(level or 1.0), "bicubic_aa", "bicubic")
+    elif family == "noise":
+        out = add_gaussian_noise(img, float(level or 0.0), np.random.default_rng(seed))
+    elif family == "jpeg":
+        out = img.copy() if level is None else jpeg(img, float(level))
+    else:
+        raise ValueError(f"unknown degradation family {family!r}; use blur, downup, noise, jpeg")
+    return quantize(out)
+
+
+def _scorer(model: Any, device: str | torch.device | None) -> Any:
+    from ..metric import IFQAMetric
+
+    if isinstance(model, IFQAMetric):
+        return model
+    return IFQAMetric(model=model, device=device or "cpu", batch_size=8)
+
+
+def evaluate(
+    model: Any,
+    faces: Sequence[torch.Tensor],
+    *,
+    families: Sequence[Family] = FAMILIES,
+    quick: bool = False,
+    device: str | torch.device | None = None,
+    names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Run the protocol.
+
+    Args:
+        model: an :class:`~ifqa_loss.IFQAMetric`, a ``Discriminator`` or a registered name.
+        faces: clean faces, (3, H, W) float tensors in [0, 1]; resized to 512 when needed.
+        quick: score only the clean face and the test strength (pair accuracy, no Spearman).
+        names: optional face names, kept in the per-face records.
+
+    Returns:
+        ``{"n_faces", "size", "spearman": "per-face mean", "families": {name: {...}}}`` with,
+        per family, ``pair_accuracy``, ``wins``, ``clean_mean``, ``degraded_mean``, and without
+        ``quick`` also ``levels``, ``level_means``, ``spearman_mean``, ``spearman_pooled``.
+    """
+    from .data import resize_antialiased
+
+    metric = _scorer(model, device)
+    out: dict[str, Any] = {
+        "n_faces": len(faces),
+        "size": EVAL_SIZE,
+        "spearman": "per-face mean",
+        "model": getattr(metric, "model_name", None),
+        "families": {},
+    }
+    per = {f.name: {"clean": [], "test": [], "levels": []} for f in families}
+    for i, face in enumerate(faces):
+        x = face.float()
+        x = resize_antialiased(x, EVAL_SIZE) if x.shape[-1] != EVAL_SIZE else x
+        img = np.ascontiguousarray(x.clamp(0, 1).numpy().transpose(1, 2, 0), dtype=np.float32)
+        img = quantize(img)
+        batch, index = [img], []
+        for f in families:
+            levels = (f.test,) if quick else f.levels[1:]
+            for lv in levels:
+                index.append((f.name, lv))
+                batch.append(degrade(img, f.name, lv, seed=1000 + i))
+        t = torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).copy())
+        scores = metric(t).double().cpu().numpy()
+        clean = float(scores[0])
+        for f in families:
+            rec = per[f.name]
+            vals = {
+                lv: float(s) for (fn, lv), s in zip(index, scores[1:], strict=True) if fn == f.name
+            }
+            rec["clean"].append(clean)
+            rec["test"].append(vals[f.test])
+            if not quick:
+                rec["levels"].append([clean] + [vals[lv] for lv in f.levels[1:]])
+    for f in families:
+        rec = per[f.name]
+        clean, test = np.array(rec["clean"]), np.array(rec["test"])
+        wins = int((clean > test).sum())
+        fam: dict[str, Any] = {
+            "test_level": f.fmt(f.test),
+            "pair_accuracy": wins / max(1, len(clean)),
+            "wins": wins,
+            "clean_mean": float(clean.mean()) if len(clean) else float("nan"),
+            "degraded_mean": float(test.mean()) if len(test) else float("nan"),
+        }
+        if not quick and rec["levels"]:
+            lv = np.array(rec["levels"])  # (faces, levels)
+            strength = np.arange(lv.shape[1])
+            rhos = []
+            for row in lv:
+                r = spearmanr(strength, row).statistic if np.ptp(row) > 0 else 0.0
+                rhos.append(float(r))
+            pooled = spearmanr(np.tile(strength, lv.shape[0]), lv.reshape(-1)).statistic
+            fam.update(
+                levels=[f.fmt(v) for v in f.levels],
+                level_means=[float(v) for v in lv.mean(0)],
+                spearman_mean=float(np.mean(rhos)),
+                spearman_min=float(np.min(rhos)),
+                spearman_pooled=float(pooled),
+            )
+        out["families"][f.name] = fam
+    if names is not None:
+        out["faces"] = list(names)
+    return out
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """A plain-text table of :func:`evaluate`'s result."""
+    fams = res["families"]
+    head = (
+        f"{'family':<8} {'test strength':<15} {'clean>degraded':>16} {'mean clean':>11} "
+        f"{'mean degr.':>11} {'Spearman':>9} {'(min)':>7} {'pooled':>7}"
+    )
+    lines = [
+        f"held-out faces: {res['n_faces']} at {res['size']}x{res['size']}; Spearman: "
+        f"strength vs score, per face then averaged",
+        head,
+        "-" * len(head),
+    ]
+    n = res["n_faces"]
+    for name, f in fams.items():
+        sp = f.get("spearman_mean")
+        spm = f.get("spearman_min")
+        pooled = f.get("spearman_pooled")
+        acc = f"{f['pair_accuracy'] * 100:5.1f}% ({f['wins']}/{n})"
+        lines.append(
+            f"{name:<8} {f['test_level']:<15} {acc:>16} {f['clean_mean']:>11.4f} "
+            f"{f['degraded_mean']:>11.4f} "
+            + (
+                f"{sp:>9.3f} {spm:>7.2f} {pooled:>7.3f}"
+                if sp is not None
+                else f"{'-':>9} {'-':>7} {'-':>7}"
+            )
+        )
+    if any("level_means" in f for f in fams.values()):
+        lines.append("")
+        lines.append("mean score per strength (none -> severe):")
+        for name, f in fams.items():
+            if "level_means" in f:
+                cells = ", ".join(
+                    f"{lv}: {m:.4f}" for lv, m in zip(f["levels"], f["level_means"], strict=True)
+                )
+                lines.append(f"  {name:<7} {cells}")
+    return "\n".join(lines)
+
+
+def meets_targets(res: dict[str, Any], accuracy: float = 0.9, rho: float = -0.8) -> bool:
+    """True when every family has pair accuracy >= ``accuracy`` and Spearman <= ``rho``."""
+    return all(
+        f["pair_accuracy"] >= accuracy and f.get("spearman_mean", -1.0) <= rho
+        for f in res["families"].values()
+    )
+
+
+def _faces_from_args(args: argparse.Namespace) -> tuple[list[Path], str]:
+    from .config import load_config
+    from .data import list_images, split_faces
+
+    if args.data:
+        files = list_images(args.data, ["**/*"])
+        if not files:
+            raise FileNotFoundError(f"no images found under {args.data}")
+        return files, f"all images under {args.data}"
+    cfg = load_config(args.config)
+    root = cfg.faces_root(args.data_root)
+    _, val = split_faces(root, cfg.data)
+    if not val:
+        raise ValueError(
+            f"config {args.config} lists no held-out faces (data.val); pass --data DIR"
+        )
+    return val, f"held-out faces of config {args.config} under {root}"
+
+
+def validate_main(argv: list[str] | None = None) -> int:
+    """``ifqa validate``: print the validation table for a model on held-out faces."""
+    p = argparse.ArgumentParser(
+        prog="ifqa validate",
+        description="Clean-vs-degraded ranking and strength/score Spearman on held-out faces.",
+    )
+    p.add_argument("--model", default="ifqa-lite", help="registered model name (default ifqa-lite)")
+    p.add_argument("--weights", default=None, help="weights file or folder (default: search)")
+    p.add_argument("--data", default=None, help="folder of clean aligned faces (all images used)")
+    p.add_argument(
+        "--config",
+        default="lite_cpu",
+        help="training config whose held-out list is used without --data (default lite_cpu)",
+    )
+    p.add_argument(
+        "--data-root", default=None, help="faces root for --config (else $IFQA_FACES_DIR)"
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--limit", type=int, default=None, help="use at most N faces")
+    p.add_argument("--quick", action="store_true", help="pair accuracy only (no strength sweep)")
+    p.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit with status 1 unless every family meets >=90%% and rho <= -0.8",
+    )
+    args = p.parse_args(argv)
+    from ..metric import IFQAMetric
+    from .data import load_face
+
+    try:
+        files, what = _faces_from_args(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"ifqa validate: {e}", file=sys.stderr)
+        return 2
+    if args.limit:
+        files = files[: args.limit]
+    metric = IFQAMetric(model=args.model, weights=args.weights, device=args.device, batch_size=8)
+    origin = getattr(metric.discriminator, "weights_origin", "?")
+    print(f"model: {metric.model_name} (weights: {origin})")
+    print(f"faces: {len(files)} ({what})")
+    faces = [load_face(f, EVAL_SIZE) for f in files]
+    res = evaluate(metric, faces, quick=args.quick, names=[os.fspath(f) for f in files])
+    res["weights"] = origin
+    print(format_table(res))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    if args.check and not meets_targets(res):
+        print("targets NOT met (>=90% clean>degraded and Spearman <= -0.8 in every family)")
+        return 1
+    return 0
