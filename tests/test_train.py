@@ -342,7 +342,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     atomic_torch_save({"step": 1}, path)
 
     def broken_save(obj, f, *a, **k):
-        f.write(b"partial")
+        with open(f, "wb") as fh:  # the temporary file, half written
+            fh.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
