@@ -66,7 +66,13 @@ def tiny_config(**run) -> TrainConfig:
     values = {
         "model": {"width": 0.05, "native_size": 96},
         "generator": {"channels": 8, "blocks": 1, "unshuffle": 2},
-        "data": {"base_size": 128, "num_workers": 0, "train": ["*.png"], "val": []},
+        "data": {
+            "base_size": 128,
+            "num_workers": 0,
+            "train": ["*.png"],
+            "val": [],
+            "aug_prob": 0.5,
+        },
         "degradation": {
             "sizes": [128, 96],
             "size_probs": [0.7, 0.3],
@@ -76,7 +82,12 @@ def tiny_config(**run) -> TrainConfig:
             "noise_prob": 0.5,
             "jpeg_prob": 0.5,
         },
-        "loss": {"mix_fraction": 0.5, "fake_degraded_fraction": 0.5, "landmark_jitter": 0.02},
+        "loss": {
+            "mix_fraction": 0.5,
+            "fake_degraded_fraction": 0.5,
+            "landmark_jitter": 0.02,
+            "fake_visibility_tau": 4 / 255,
+        },
         "optim": {"ema_decay": 0.9},
         "run": {
             "steps": 6,
@@ -563,3 +574,28 @@ def test_max_psnr_redraws_invisible_degradations():
     loose, strict = values(loose_cfg), values(strict_cfg)
     assert max(loose) > 40.0 and min(loose) < 40.0  # without the rule, some are nearly invisible
     assert max(strict) <= 40.0
+
+
+def test_visibility_weights_only_changed_pixels():
+    from ifqa_loss.train.fpr import visibility
+
+    real = torch.rand(1, 3, 32, 32) * 2 - 1
+    fake = real.clone()
+    assert torch.equal(visibility(fake, real, 4 / 255, 0.05), torch.full((1, 1, 32, 32), 0.05))
+    fake[..., 10:20, 10:20] += 0.5  # a visible change in one patch
+    v = visibility(fake, real, 4 / 255, 0.05)
+    assert v[0, 0, 15, 15] == 1.0 and v[0, 0, 0, 0] == 0.05 and v[0, 0, 30, 30] == 0.05
+
+
+def test_augmentation_is_seeded_and_keeps_shape_and_range():
+    from ifqa_loss.train.config import DataConfig
+    from ifqa_loss.train.data import augment
+
+    face = torch.from_numpy(synthetic_face(64, 3).transpose(2, 0, 1).copy())
+    cfg = DataConfig(aug_prob=1.0)
+    a = augment(face, cfg, np.random.default_rng(1))
+    b = augment(face, cfg, np.random.default_rng(1))
+    c = augment(face, cfg, np.random.default_rng(2))
+    assert a.shape == face.shape and a.dtype == torch.float32
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, face)

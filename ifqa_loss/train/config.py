@@ -51,6 +51,16 @@ class DataConfig:
     val: list[str] = field(default_factory=list)
     base_size: int = 512
     hflip: bool = True
+    # Geometric and colour augmentation of the clean face before it is degraded (our addition,
+    # against memorising the few training faces): with probability ``aug_prob`` a random
+    # similarity (scale in ``aug_scale``, rotation up to ``aug_rotate`` degrees, shift up to
+    # ``aug_shift`` of the size; bicubic, reflected borders) and brightness / contrast /
+    # saturation factors in 1 +- ``aug_color``.
+    aug_prob: float = 0.0
+    aug_scale: list[float] = field(default_factory=lambda: [0.92, 1.08])
+    aug_rotate: float = 5.0
+    aug_shift: float = 0.03
+    aug_color: float = 0.1
     num_workers: int = 0
 
 
@@ -125,6 +135,14 @@ class LossConfig:
     consistency_weight: float = 0.0
     fake_degraded_fraction: float = 0.5
     landmark_jitter: float = 0.02
+    # Visibility weighting of fake pixels (our addition; 0 = off): a fake pixel's BCE weight is
+    # clamp(local mean |fake - real| / tau, floor, 1), so pixels a degradation left unchanged
+    # do not count as fake at full weight.
+    fake_visibility_tau: float = 0.0
+    fake_visibility_floor: float = 0.05
+    # Rescale each fake image's visibility weights to mean 1, so that a blur (visible at edges
+    # only) teaches as much as noise (visible everywhere).
+    fake_visibility_normalize: bool = False
 
 
 @dataclass

@@ -138,6 +138,8 @@ class FaceStream(Dataset):
         face = self.faces[idx].float() / 255.0
         if self.data.hflip and rng.random() < 0.5:
             face = face.flip(-1)
+        if self.data.aug_prob and rng.random() < self.data.aug_prob:
+            face = augment(face, self.data, rng)
         size = int(rng.choice(self.deg.sizes, p=self.size_probs))
         base = resize_antialiased(face, size)
         img = np.ascontiguousarray(base.numpy().transpose(1, 2, 0), dtype=np.float32)
@@ -158,6 +160,28 @@ class FaceStream(Dataset):
             "degraded": fake.clamp(0, 1) * 2 - 1,
             "index": idx,
         }
+
+
+def augment(face: torch.Tensor, cfg: DataConfig, rng: np.random.Generator) -> torch.Tensor:
+    """Random similarity transform and colour jitter of a (3, H, W) face in [0, 1]."""
+    h, w = face.shape[-2:]
+    scale = float(rng.uniform(*cfg.aug_scale))
+    angle = float(rng.uniform(-cfg.aug_rotate, cfg.aug_rotate))
+    tx, ty = rng.uniform(-cfg.aug_shift, cfg.aug_shift, 2) * (w, h)
+    m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, scale)
+    m[:, 2] += (tx, ty)
+    img = np.ascontiguousarray(face.numpy().transpose(1, 2, 0))
+    img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+    x = torch.from_numpy(img.transpose(2, 0, 1).copy())
+    c = cfg.aug_color
+    if c:
+        b, k, sat = rng.uniform(1 - c, 1 + c, 3)
+        x = x * float(b)
+        mean = x.mean()
+        x = (x - mean) * float(k) + mean
+        gray = (x * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+        x = (x - gray) * float(sat) + gray
+    return ((x.clamp(0, 1) * 255.0).round() / 255.0).float()
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

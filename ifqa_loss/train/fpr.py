@@ -103,3 +103,17 @@ def pixel_accuracy(logits: torch.Tensor, target: torch.Tensor | float) -> torch.
     if not isinstance(target, torch.Tensor):
         target = torch.full_like(logits, float(target))
     return ((logits > 0) == (target.expand_as(logits) > 0.5)).float().mean()
+
+
+def visibility(
+    fake: torch.Tensor, real: torch.Tensor, tau: float, floor: float = 0.05, kernel: int = 5
+) -> torch.Tensor:
+    """Per-pixel weight of a fake pixel: how visibly the degradation changed it.
+
+    ``clamp(box_k(mean_c |fake - real|) / tau, floor, 1)`` for images in [-1, 1] (``tau`` is in
+    [0, 1] units, e.g. 4/255): pixels a degradation left unchanged (flat skin under a blur) get
+    the ``floor`` weight instead of being labelled fake at full weight. Shape (B, 1, H, W).
+    """
+    d = (fake - real).abs().mean(1, keepdim=True) * 0.5  # [-1, 1] -> [0, 1] units
+    d = F.avg_pool2d(d, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+    return (d / tau).clamp(floor, 1.0).detach()

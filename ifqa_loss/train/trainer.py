@@ -49,6 +49,7 @@ from .fpr import (
     pixel_accuracy,
     region_weight_map,
     swap_masks,
+    visibility,
     weighted_bce,
 )
 from .generator import RestorationGenerator
@@ -458,8 +459,17 @@ def _train(
         logits = d_net(torch.cat([real, fake, mixed]))
         l_real, l_fake, l_mix = logits.split([bsz, bsz, n_mix])
         d_real = weighted_bce(l_real, 1.0, wmap)
-        d_fake = weighted_bce(l_fake, 0.0, wmap)
-        d_mix = weighted_bce(l_mix, target, wmap[:n_mix]) if n_mix else logits.new_zeros(())
+        w_fake, w_mix = wmap, wmap[:n_mix]
+        if lcfg.fake_visibility_tau > 0:
+            vis = visibility(fake, real, lcfg.fake_visibility_tau, lcfg.fake_visibility_floor)
+            if lcfg.fake_visibility_normalize:  # every fake image weighs the same in total
+                vis = vis / vis.mean((2, 3), keepdim=True)
+            w_fake = wmap * vis
+            w_mix = wmap[:n_mix] * torch.where(
+                target > 0.5, torch.ones_like(vis[:n_mix]), vis[:n_mix]
+            )
+        d_fake = weighted_bce(l_fake, 0.0, w_fake)
+        d_mix = weighted_bce(l_mix, target, w_mix) if n_mix else logits.new_zeros(())
         loss_d = 0.5 * (d_real + d_fake) + lcfg.mix_weight * d_mix
         if lcfg.consistency_weight and n_mix:
             ref = mix(l_real[:n_mix].detach(), l_fake[:n_mix].detach(), target)
