@@ -6,6 +6,7 @@ import argparse
 import glob
 import json
 import logging
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -21,63 +22,212 @@ EXIT_SOME_FAILED = 3
 EXIT_ALL_FAILED = 4
 
 
-def _expand(inputs: list[str], recursive: bool) -> list[str]:
+def _expand(inputs: list[str], recursive: bool) -> tuple[list[str], list[str]]:
+    """(files to score, files skipped) for the command line's files, folders and globs.
+
+    Files named explicitly are always tried (an unreadable one becomes an error record).
+    Inside folders and glob matches, only image extensions (``IMAGE_EXTS``) are taken; other
+    files are returned as skipped, so a log or a CSV beside the images is not a failure.
+    """
     out: list[str] = []
+    skipped: list[str] = []
+
+    def take(files) -> None:
+        for f in sorted(files):
+            if not os.path.isfile(f) or os.path.basename(f).startswith("."):
+                continue
+            (out if Path(f).suffix.lower() in IMAGE_EXTS else skipped).append(str(f))
+
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            it = p.rglob("*") if recursive else p.iterdir()
-            out.extend(sorted(str(f) for f in it if f.is_file() and f.suffix.lower() in IMAGE_EXTS))
-        elif any(ch in item for ch in "*?["):
-            out.extend(sorted(glob.glob(item, recursive=recursive)))
+            take(str(f) for f in (p.rglob("*") if recursive else p.iterdir()))
+        elif not p.exists() and any(ch in item for ch in "*?["):
+            take(glob.glob(item, recursive=recursive))
         else:
-            out.append(item)  # a missing file is reported as a failed record
-    return out
+            out.append(item)  # a missing or unreadable file is reported as a failed record
+    return out, skipped
+
+
+def _heatmap_names(paths: list[str]) -> list[str]:
+    """File-name stems for the heatmaps: the image's stem, made unique with a path hash."""
+    import hashlib
+
+    stems = [Path(p).stem for p in paths]
+    seen: dict[str, int] = {}
+    for st in stems:
+        seen[st] = seen.get(st, 0) + 1
+    return [
+        st if seen[st] == 1 else f"{st}_{hashlib.sha1(p.encode()).hexdigest()[:8]}"
+        for st, p in zip(stems, paths, strict=True)
+    ]
+
+
+def _heatmap_writer(folder: str, names: dict[str, str]):
+    """``on_batch`` callback writing ``<name>_map.png`` and ``<name>_overlay.png`` per face."""
+    import cv2
+
+    from ._io import atomic_write
+    from .heatmap import colorize, overlay
+    from .preprocess import read_image_bgr
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(path: Path, image) -> None:
+        ok, buf = cv2.imencode(".png", image)
+        if not ok:  # pragma: no cover - encoding a uint8 BGR array does not fail
+            raise OSError(f"cannot encode {path}")
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
+
+    def on_batch(records: list[dict]) -> None:
+        for rec in records:
+            if rec["score"] is None:
+                continue
+            name = names[rec["path"]]
+            save(out / f"{name}_map.png", colorize(rec["map"]))
+            try:
+                face = read_image_bgr(rec["path"])
+            except (OSError, ValueError):  # pragma: no cover - it was just decoded
+                continue
+            save(out / f"{name}_overlay.png", overlay(face, rec["map"]))
+            rec["heatmap"] = str(out / f"{name}_overlay.png")
+
+    return on_batch
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from .metric import IFQAMetric
+    import torch
 
-    paths = _expand(args.paths, args.recursive)
+    from . import __version__
+    from .metric import IFQAMetric
+    from .scoring import default_workers
+
+    rank, world, local_rank = _distributed()
+    paths, skipped = _expand(args.paths, args.recursive)
     if not paths:
-        print("ifqa score: no image files found in the given paths", file=sys.stderr)
+        print(
+            "ifqa score: no image files found in the given paths (extensions taken from "
+            f"folders and globs: {', '.join(sorted(IMAGE_EXTS))})",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
+    if skipped and rank == 0:
+        print(
+            f"ifqa score: skipped {len(skipped)} non-image file(s), e.g. {skipped[0]}",
+            file=sys.stderr,
+        )
+    workers = default_workers() if args.workers is None else args.workers
+    if workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {workers}")
+    device = args.device
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    regions = args.regions or bool(args.heatmaps)
     metric = IFQAMetric(
-        model=args.model, weights=args.weights, device=args.device, batch_size=args.batch_size
+        model=args.model,
+        weights=args.weights,
+        device=device,
+        batch_size=args.batch_size,
+        amp=args.amp,
+        compile=args.compile,
     )
-    print(
-        f"# model: {metric.model_name}  weights: {metric.weights_origin}  device: {metric.device}"
-    )
-    records = metric.score_files(paths, regions=args.regions)
+    if world > 1:
+        import torch.distributed as dist
+
+        if metric.device.type == "cuda":
+            torch.cuda.set_device(metric.device)
+        dist.init_process_group("nccl" if metric.device.type == "cuda" else "gloo")
+    meta = {
+        "model": metric.model_name,
+        "weights": metric.weights_origin,
+        "device": str(metric.device) if world == 1 else f"{metric.device.type} x{world}",
+        "ifqa_loss": __version__,
+    }
+    if rank == 0:
+        print(f"# model: {meta['model']}  weights: {meta['weights']}  device: {meta['device']}")
+    mine = list(range(rank, len(paths), world))  # rank r scores every world-th file from r
+    on_batch = None
+    if args.heatmaps:
+        names = dict(zip(paths, _heatmap_names(paths), strict=True))
+        on_batch = _heatmap_writer(args.heatmaps, names)
+    try:
+        part = metric.score_files(
+            [paths[i] for i in mine],
+            regions=regions,
+            workers=workers,
+            progress=args.progress,
+            on_batch=on_batch,
+        )
+    except KeyboardInterrupt:
+        print("ifqa score: interrupted; no result file was written", file=sys.stderr)
+        return 130
+    if world > 1:
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, list(zip(mine, part, strict=True)))
+        dist.destroy_process_group()
+        records = [None] * len(paths)
+        for pairs in gathered:
+            for i, rec in pairs:
+                records[i] = rec
+    else:
+        records = part
     ok = [r["score"] for r in records if r["score"] is not None]
+    code = EXIT_ALL_FAILED if not ok else EXIT_SOME_FAILED if len(ok) < len(records) else EXIT_OK
+    if rank != 0:
+        return code
     for r in records:
         if r["score"] is None:
             print(f"{r['path']}\tERROR\t{r['error']}")
         else:
             print(f"{r['path']}\t{r['score']:.6f}")
+    summary = {
+        "count": len(records),
+        "scored": len(ok),
+        "failed": len(records) - len(ok),
+        "skipped": len(skipped),
+    }
     if ok:
-        std = statistics.stdev(ok) if len(ok) > 1 else 0.0
-        print(
-            f"# scored {len(ok)} of {len(records)} (failed {len(records) - len(ok)}): "
-            f"mean {statistics.fmean(ok):.6f} std {std:.6f} min {min(ok):.6f} max {max(ok):.6f}"
+        summary.update(
+            mean=statistics.fmean(ok),
+            std=statistics.stdev(ok) if len(ok) > 1 else 0.0,
+            min=min(ok),
+            max=max(ok),
         )
-    meta = {"model": metric.model_name, "weights": metric.weights_origin}
-    cols = ["path", "score", "error"] + (["eyes", "nose", "mouth", "rest"] if args.regions else [])
+        print(
+            f"# scored {len(ok)} of {len(records)} (failed {summary['failed']}): "
+            f"mean {summary['mean']:.6f} std {summary['std']:.6f} "
+            f"min {summary['min']:.6f} max {summary['max']:.6f}"
+        )
+    else:
+        print(f"# scored 0 of {len(records)}: every file failed", file=sys.stderr)
+    cols = ["path", "score", "error"]
+    if regions:
+        cols += ["eyes", "nose", "mouth", "rest"]
+    if args.heatmaps:
+        cols.append("heatmap")
     if args.csv:
         buf = io.StringIO()
-        buf.write(f"# model={meta['model']} weights={meta['weights']}\n")
-        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        buf.write("# " + " ".join(f"{k}={v}" for k, v in meta.items()) + "\n")
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(records)
         atomic_write_text(args.csv, buf.getvalue())
     if args.json:
-        atomic_write_text(args.json, json.dumps({"meta": meta, "records": records}, indent=1))
-    if not ok:
-        return EXIT_ALL_FAILED
-    return EXIT_SOME_FAILED if len(ok) < len(records) else EXIT_OK
+        doc = {"meta": meta, "summary": summary, "records": records, "skipped": skipped}
+        atomic_write_text(args.json, json.dumps(doc, indent=1))
+    return code
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -112,11 +262,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="auto", help="auto | ifqa | ifqa++ | ifqa-lite ...")
     s.add_argument("--weights", default=None, help="checkpoint file or folder")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding worker processes (default: CPU cores - 1, at most 8; 0: none)",
+    )
     s.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     s.add_argument("--regions", action="store_true", help="add eyes/nose/mouth/rest means")
-    s.add_argument("--csv", default=None, help="write results to this CSV file")
-    s.add_argument("--json", default=None, help="write results to this JSON file")
+    s.add_argument("--csv", default=None, help="write results to this CSV file (atomically)")
+    s.add_argument("--json", default=None, help="write results to this JSON file (atomically)")
+    s.add_argument(
+        "--heatmaps",
+        default=None,
+        metavar="DIR",
+        help="write <name>_map.png (original colour map) and <name>_overlay.png per face; "
+        "adds the region means to the CSV",
+    )
+    s.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="CUDA autocast")
+    s.add_argument(
+        "--compile", action="store_true", help="torch.compile the network (one-time cost)"
+    )
+    s.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tqdm progress bar with images/s (default: when stderr is a terminal)",
+    )
     s.set_defaults(func=cmd_score)
 
     m = sub.add_parser("models", help="list the registered models and where their weights are")
@@ -136,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("train", "validate"):
+        # Hand everything after the sub-command to the trainer's own parser, so that its
+        # options (``-h`` included, which argparse's REMAINDER would not capture) work.
+        from .train import cli as train_cli
+
+        entry = train_cli.train_main if argv[0] == "train" else train_cli.validate_main
+        return entry(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
 from ._holder import HoldsDiscriminator, WeightsArg, resolve_model
 from .masks import face_region_masks
-from .preprocess import check_images, check_range, official_file_tensor, to_model_input
+from .preprocess import check_images, check_range, to_model_input
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BREAKDOWN_REGIONS = ("eyes", "nose", "mouth", "rest")
@@ -150,45 +150,52 @@ class IFQAMetric(HoldsDiscriminator):
         *,
         regions: bool = False,
         return_maps: bool = False,
+        workers: int = 0,
+        progress: bool | None = False,
+        on_batch: Callable[[list[dict]], None] | None = None,
     ) -> list[dict]:
         """Score image files with the original release's preprocessing of this model.
 
         A file's score equals what the original script prints for the same weights (fp32).
-        A file that cannot be read gets a record with ``score=None`` and its ``error``; the
-        others are still scored.
+        Files are decoded like the original script (``cv2.imread``): grayscale is repeated to
+        RGB, an alpha channel is dropped, 16-bit images are reduced to 8 bits (high byte). A file
+        that cannot be read gets a record with ``score=None`` and its ``error``; the others are
+        still scored.
+
+        Args:
+            paths: image files.
+            regions: add the eyes/nose/mouth/rest means (template regions: meaningful for
+                aligned crops).
+            return_maps: add each ``map`` ((1, S, S) CPU tensor) to its record.
+            workers: DataLoader worker processes that decode files while the network runs
+                (0: decode in this process).
+            progress: show a tqdm progress bar with images/s on stderr (None: when stderr is a
+                terminal).
+            on_batch: called with each finished batch's records, maps included, e.g. to write
+                heatmaps as the run goes instead of keeping every map.
 
         Returns:
             One dict per path, in order: ``path``, ``score`` (float or None), ``error`` (str or
-            None), plus ``eyes``/``nose``/``mouth``/``rest`` with ``regions=True`` (template
-            regions: meaningful for aligned crops) and ``map`` ((1, S, S) CPU tensor) with
-            ``return_maps=True``.
+            None), plus the region means and ``map`` as requested.
         """
-        paths = [os.fspath(p) for p in paths]
-        records: list[dict] = [{"path": p, "score": None, "error": None} for p in paths]
-        pending: list[tuple[int, torch.Tensor]] = []
+        from .scoring import score_paths
 
-        def flush() -> None:
-            if not pending:
-                return
-            idx, tensors = zip(*pending, strict=True)
-            maps = self._maps_normalised(torch.stack(tensors))
-            scores = maps.mean((1, 2, 3)).tolist()
-            reg = self.region_scores(maps=maps) if regions else None
-            for j, i in enumerate(idx):
-                records[i]["score"] = scores[j]
-                if reg is not None:
-                    for name in BREAKDOWN_REGIONS:
-                        records[i][name] = reg[name][j].item()
-                if return_maps:
-                    records[i]["map"] = maps[j].cpu()
-            pending.clear()
+        region_fn = None
+        if regions:
 
-        for i, p in enumerate(paths):
-            try:
-                pending.append((i, official_file_tensor(p, self.config)))
-            except (OSError, ValueError) as e:
-                records[i]["error"] = f"{type(e).__name__}: {e}"
-            if len(pending) >= self.batch_size:
-                flush()
-        flush()
-        return records
+            def region_fn(maps: torch.Tensor) -> dict[str, torch.Tensor]:
+                reg = self.region_scores(maps=maps)
+                return {name: reg[name] for name in BREAKDOWN_REGIONS}
+
+        return score_paths(
+            self._maps_normalised,
+            region_fn,
+            [os.fspath(p) for p in paths],
+            self.config,
+            batch_size=self.batch_size,
+            workers=workers,
+            pin_memory=self.device.type == "cuda",
+            return_maps=return_maps,
+            progress=progress,
+            on_batch=on_batch,
+        )
