@@ -1,0 +1,660 @@
+"""``ifqa compare``: score several restorers' outputs of the same faces and write an HTML report.
+
+The report folder holds ``index.html`` (only relative links to files inside the folder: no
+network, no scripts but one small inline check), ``distribution.png``, thumbnails under
+``images/<method>/``, heatmaps under ``heatmaps/<method>/``, ``results.json`` and
+``results.csv``. Every file is written atomically, so a report being rewritten is never seen
+half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import io
+import json
+import os
+import re
+import sys
+import unicodedata
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+
+from ._io import atomic_write, atomic_write_text
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+REGIONS = ("eyes", "nose", "mouth", "rest")
+
+# Exit codes of `ifqa compare` (the same numbers as `ifqa score`).
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_ALL_FAILED = 4
+
+# Two scores closer than this are a tie: each of the tied methods gets the face's win.
+TIE_TOLERANCE = 1e-6
+# Faces scored per call of ``score_files``: their maps are turned into heatmaps right away, so
+# memory does not grow with the number of faces.
+_CHUNK = 64
+
+
+def _require_matplotlib():
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError(
+            "ifqa compare draws its distribution plot with matplotlib: "
+            'pip install "ifqa-loss[report]"'
+        ) from e
+    return matplotlib
+
+
+def _slug(text: str, fallback: str, limit: int = 60) -> str:
+    """A file-name-safe ASCII form of ``text`` (letters, digits, ``_`` and ``-`` only)."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    s = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_text).strip("_-")[:limit]
+    return s or fallback
+
+
+def _list_images(root: Path) -> set[str]:
+    """Relative POSIX paths of the image files under ``root`` (hidden files and folders skipped)."""
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            if f.startswith(".") or os.path.splitext(f)[1].lower() not in IMAGE_EXTS:
+                continue
+            found.add(Path(dirpath, f).relative_to(root).as_posix())
+    return found
+
+
+def _default_names(dirs: list[Path]) -> list[str]:
+    """Folder names; where two folders share a name, their paths below the common parent."""
+    names = [d.name or str(d) for d in dirs]
+    if len(set(names)) == len(names):
+        return names
+    resolved = [d.resolve() for d in dirs]
+    try:
+        common = Path(os.path.commonpath(resolved))
+        return [r.relative_to(common).as_posix() or r.name for r in resolved]
+    except ValueError:  # different drives
+        return [str(d) for d in dirs]
+
+
+def _check_inputs(
+    dirs: Sequence[str | os.PathLike], names: Sequence[str] | None
+) -> tuple[list[Path], list[str]]:
+    if isinstance(dirs, str | os.PathLike):
+        raise ValueError("dirs must be a list of folders, e.g. ['gfpgan/', 'codeformer/']")
+    paths = [Path(d) for d in dirs]
+    if not paths:
+        raise ValueError(
+            "ifqa compare needs at least one folder of restored faces (one per method)"
+        )
+    for p in paths:
+        if not p.is_dir():
+            what = "is not a folder" if p.exists() else "does not exist"
+            raise ValueError(f"{p} {what}: pass one folder of restored faces per method")
+    if names is None:
+        names = _default_names(paths)
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"the folders give duplicate method names {names}: a folder was given twice?"
+            )
+    else:
+        names = [str(n) for n in names]
+        if len(names) != len(paths):
+            raise ValueError(
+                f"got {len(names)} name(s) for {len(paths)} folder(s): pass one --names entry "
+                f"per folder, in the same order"
+            )
+        if any(not n.strip() for n in names):
+            raise ValueError("method names must not be empty")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate method names {dup}: each method needs its own name")
+    return paths, list(names)
+
+
+def _unique_slugs(texts: Sequence[str], fallback: str) -> list[str]:
+    out: list[str] = []
+    for t in texts:
+        base = _slug(t, fallback)
+        s, k = base, 2
+        while s in out:
+            s, k = f"{base}-{k}", k + 1
+        out.append(s)
+    return out
+
+
+def _thumbnail(path: str, size: int) -> np.ndarray:
+    """The image as the metric reads it (8-bit BGR), shrunk to fit a ``size`` square."""
+    import cv2
+
+    from .preprocess import read_image_bgr
+
+    img = read_image_bgr(path)
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    if scale < 1:
+        new = (max(1, round(w * scale)), max(1, round(h * scale)))
+        img = cv2.resize(img, new, interpolation=cv2.INTER_AREA)
+    return img
+
+
+def _write_image(path: Path, img: np.ndarray, ext: str, params: list[int] | None = None) -> None:
+    import cv2
+
+    ok, buf = cv2.imencode(ext, img, params or [])
+    if not ok:  # pragma: no cover - encoding an 8-bit BGR array does not fail
+        raise ValueError(f"could not encode {path}")
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(buf.tobytes())
+
+    atomic_write(path, write)
+
+
+def _bootstrap_ci(
+    scores: np.ndarray, n_boot: int, seed: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """95% percentile intervals of each method's mean: (F, M) scores -> (M,) lows and highs.
+
+    Faces are resampled together across methods (paired), with a seeded generator.
+    """
+    n = scores.shape[0]
+    if n_boot <= 0 or n == 0:
+        return None, None
+    rng = np.random.default_rng(seed)
+    means = np.empty((n_boot, scores.shape[1]))
+    step = max(1, 2_000_000 // max(n, 1))  # bounded memory for large face sets
+    for start in range(0, n_boot, step):
+        stop = min(n_boot, start + step)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = scores[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5], axis=0)
+    return lo, hi
+
+
+def _plot_distribution(
+    path: Path, names: list[str], scores: np.ndarray, model: str, seed: int
+) -> None:
+    """Box plot of each method's scores with the faces as jittered dots (ranking order)."""
+    _require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    m = len(names)
+    fig = Figure(figsize=(max(5.0, 2.0 + 1.2 * m), 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if scores.shape[0] == 0:
+        ax.text(0.5, 0.5, "no face was scored in every method", ha="center", va="center")
+        ax.set_axis_off()
+    else:
+        # Vertical boxes (the default orientation: its keyword changed in matplotlib 3.10).
+        pos = np.arange(1, m + 1)
+        ax.boxplot(
+            [scores[:, j] for j in range(m)],
+            positions=pos,
+            widths=0.5,
+            showmeans=True,
+            showfliers=False,
+            medianprops={"color": "black"},
+            meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black"},
+        )
+        rng = np.random.default_rng(seed)
+        for j in range(m):
+            jitter = rng.uniform(-0.15, 0.15, size=scores.shape[0])
+            ax.scatter(pos[j] + jitter, scores[:, j], s=12, alpha=0.6, color=f"C{j % 10}")
+        labels = [n if len(n) <= 20 else n[:19] + "…" for n in names]
+        ax.set_xticks(pos, labels, rotation=20 if m > 4 else 0)
+        ax.set_ylabel(f"IFQA score ({model})")
+        ax.set_title("per-face scores, best mean on the left; higher is better", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+
+    def write(tmp: str) -> None:
+        fig.savefig(tmp, format="png")
+
+    atomic_write(path, write)
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _src(rel: str) -> str:
+    return html.escape(quote(rel), quote=True)
+
+
+# Runs on load: lists images that failed to load in a marker element (used by the tests, and
+# harmless for readers). With ``#check`` in the address it first loads the lazy images too.
+_CHECK_SCRIPT = """
+<script>
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var full = location.hash === "#check";
+  var waits = imgs.map(function (img) {
+    if (img.complete || !full) return Promise.resolve();
+    return new Promise(function (done) {
+      img.addEventListener("load", done); img.addEventListener("error", done);
+      img.loading = "eager";
+    });
+  });
+  Promise.all(waits).then(function () {
+    var broken = imgs.filter(function (i) { return i.complete && i.naturalWidth === 0; });
+    var pending = imgs.filter(function (i) { return !i.complete; });
+    var out = document.getElementById("image-check");
+    out.setAttribute("data-total", imgs.length);
+    out.setAttribute("data-broken", broken.length);
+    out.setAttribute("data-pending", pending.length);
+    out.textContent = broken.map(function (i) { return i.getAttribute("src"); }).join("\\n");
+    out.setAttribute("data-done", "1");
+  });
+});
+</script>
+"""
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.8em 0; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th { background: #f2f2f2; }
+td.name, th.name { text-align: left; }
+.meta td { text-align: left; }
+.note { color: #555; font-size: 0.9em; }
+.face { border-top: 1px solid #ddd; padding: 0.6em 0; }
+.face h3 { font-size: 1em; margin: 0.2em 0 0.4em; word-break: break-all; }
+.face.excluded h3 { color: #a00; }
+.methods { display: flex; flex-wrap: wrap; gap: 0.8em; }
+.method { border: 1px solid #ddd; border-radius: 4px; padding: 0.4em; }
+.method .label { font-size: 0.85em; margin-bottom: 0.3em; }
+.method .pair { display: flex; gap: 4px; }
+.method img { width: 160px; height: auto; display: block; background: #eee; }
+.best { border-color: #2a7; box-shadow: 0 0 0 2px #2a7 inset; }
+.warning { color: #a00; }
+.error { color: #a00; font-size: 0.85em; max-width: 324px; word-break: break-all; }
+#image-check { display: none; }
+"""
+
+
+def _html(summary: dict, faces: list[dict]) -> str:
+    meta = summary["meta"]
+    methods = meta["methods"]
+    e = html.escape
+    out = io.StringIO()
+    w = out.write
+    w("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n")
+    w(f"<title>IFQA comparison: {e(', '.join(m['name'] for m in methods))}</title>\n")
+    w(f"<style>{_CSS}</style>\n</head>\n<body>\n")
+    w("<h1>IFQA comparison of face restorations</h1>\n")
+    w("<p class='note'>IFQA score: mean of the discriminator's per-pixel realness map, in [0, 1]; ")
+    w("higher is better. Heatmaps: dark purple = judged fake, yellow = judged real.</p>\n")
+
+    rows = [
+        ("model", meta["model"]),
+        ("weights", meta["weights_origin"]),
+        ("device", meta["device"]),
+        ("date", meta["date"]),
+        ("faces compared", str(meta["n_faces"])),
+        ("faces in the means", str(meta["n_valid"])),
+        ("ifqa_loss version", meta["ifqa_loss_version"]),
+    ]
+    w("<table class='meta'>\n")
+    for k, v in rows:
+        w(f"<tr><th class='name'>{e(k)}</th><td>{e(v)}</td></tr>\n")
+    w("</table>\n")
+
+    if meta["n_excluded"]:
+        w(
+            f"<p class='warning'>{meta['n_excluded']} face(s) could not be read in at least one "
+            "method: they are listed first below with their errors, and left out of the means, "
+            "intervals, wins and plot for every method.</p>\n"
+        )
+    unmatched = [(m["name"], len(meta["unmatched"][m["name"]])) for m in methods]
+    if any(n for _, n in unmatched):
+        w("<p class='note'>Files not present in every folder (not compared): ")
+        w(", ".join(f"{e(name)}: {n}" for name, n in unmatched))
+        w(" (listed in results.json).</p>\n")
+
+    w("<h2>Ranking</h2>\n<table class='ranking'>\n<tr><th>#</th><th class='name'>method</th>")
+    ci = meta["bootstrap"]
+    w(f"<th>mean score</th><th>95% interval{' (bootstrap)' if ci else ''}</th>")
+    for r in REGIONS:
+        w(f"<th>{r}</th>")
+    w("<th>wins</th></tr>\n")
+    for rank, row in enumerate(summary["ranking"], 1):
+        interval = "–" if row["ci_low"] is None else f"{row['ci_low']:.4f} – {row['ci_high']:.4f}"
+        w(f"<tr><td>{rank}</td><td class='name'>{e(row['method'])}</td>")
+        w(f"<td>{_fmt(row['mean'])}</td><td>{interval}</td>")
+        for r in REGIONS:
+            w(f"<td>{_fmt(row[r])}</td>")
+        w(f"<td>{row['wins']}</td></tr>\n")
+    w("</table>\n")
+    w(
+        f"<p class='note'>Interval: percentile bootstrap over faces ({ci} resamples, seed "
+        f"{meta['seed']}). Regions: template regions of FFHQ-aligned crops. Wins: faces where "
+        "the method has the highest score (ties count for each tied method).</p>\n"
+        if ci
+        else "<p class='note'>No bootstrap interval (--bootstrap 0).</p>\n"
+    )
+
+    w("<h2>Score distribution</h2>\n")
+    w("<img class='plot' src='distribution.png' alt='score distribution per method'>\n")
+
+    w("<h2>Faces, worst first</h2>\n")
+    w("<p class='note'>Ordered by the face's mean score over the methods; the best method of ")
+    w("each face is outlined. Left: the method's output; right: its realness map.</p>\n")
+    for face in faces:
+        cls = "face excluded" if face["excluded"] else "face"
+        mean = "excluded" if face["excluded"] else f"mean {_fmt(face['mean'])}"
+        w(f"<section class='{cls}'>\n<h3>{e(face['face'])} <span class='note'>({mean})</span>")
+        w("</h3>\n<div class='methods'>\n")
+        for m in methods:
+            rec = face["methods"][m["name"]]
+            best = " best" if rec.get("best") else ""
+            w(f"<div class='method{best}'>\n<div class='label'>{e(m['name'])}: ")
+            w(f"<b>{_fmt(rec['score'])}</b></div>\n<div class='pair'>")
+            alt = e(f"{m['name']}: {face['face']}", quote=True)
+            if rec["image"]:
+                w(f"<img src='{_src(rec['image'])}' alt='{alt}' loading='lazy'>")
+            if rec["heatmap"]:
+                w(f"<img src='{_src(rec['heatmap'])}' alt='heatmap {alt}' loading='lazy'>")
+            w("</div>\n")
+            if rec["error"]:
+                w(f"<div class='error'>{e(rec['error'])}</div>\n")
+            w("</div>\n")
+        w("</div>\n</section>\n")
+    w("<pre id='image-check'></pre>\n")
+    w(_CHECK_SCRIPT)
+    w("</body>\n</html>\n")
+    return out.getvalue()
+
+
+def compare(
+    dirs: Sequence[str | os.PathLike],
+    names: Sequence[str] | None = None,
+    out: str | os.PathLike = "report",
+    *,
+    metric=None,
+    model: str = "auto",
+    weights=None,
+    device: str | None = None,
+    batch_size: int = 16,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    thumb_size: int = 256,
+    quiet: bool = False,
+) -> dict:
+    """Score the same faces restored by several methods and write an HTML report to ``out``.
+
+    Files are matched by their path relative to each folder (sub-folders included); a face is
+    compared when it exists in every folder. One folder is accepted too (a report of one
+    method's scores and heatmaps).
+
+    Args:
+        dirs: one folder of restored faces per method.
+        names: method names (default: the folder names).
+        out: report folder (created; the files the report writes are replaced atomically).
+        metric: an :class:`~ifqa_loss.IFQAMetric` to use; otherwise one is built from
+            ``model``, ``weights``, ``device`` and ``batch_size``.
+        bootstrap: resamples of the 95% percentile bootstrap interval of each mean (0: none).
+        seed: seed of the bootstrap (and of the plot's jitter).
+        thumb_size: longest side of the thumbnails and heatmaps, in pixels.
+        quiet: do not print the model and the unmatched files to stderr.
+
+    Returns:
+        The summary written to ``results.json``: ``meta`` (model, weights origin, device, date,
+        counts, unmatched files per method), ``ranking`` (one dict per method, best first:
+        ``method``, ``mean``, ``ci_low``, ``ci_high``, region means, ``wins``) and ``faces``
+        (worst first, with each method's score, error and report files), plus ``out``.
+
+    Raises:
+        ValueError: no folder, a folder that does not exist, a wrong number of names, duplicate
+            names, or no file present in every folder.
+        ImportError: matplotlib is missing (``pip install "ifqa-loss[report]"``).
+    """
+    _require_matplotlib()
+    paths, names = _check_inputs(dirs, names)
+    if int(bootstrap) < 0:
+        raise ValueError(f"bootstrap must be >= 0 resamples (0: no interval), got {bootstrap}")
+    if int(thumb_size) < 16:
+        raise ValueError(f"thumb_size must be >= 16 pixels, got {thumb_size}")
+    bootstrap, thumb_size = int(bootstrap), int(thumb_size)
+
+    listed = [_list_images(p) for p in paths]
+    common = sorted(set.intersection(*listed))
+    unmatched = {n: sorted(files - set(common)) for n, files in zip(names, listed, strict=True)}
+    if not common:
+        counts = ", ".join(f"{n}: {len(f)}" for n, f in zip(names, listed, strict=True))
+        raise ValueError(
+            f"no image file is present in every folder (image files found: {counts}); faces are "
+            f"matched by their path relative to each folder, extensions {', '.join(IMAGE_EXTS)}"
+        )
+
+    if metric is None:
+        from .metric import IFQAMetric
+
+        metric = IFQAMetric(model=model, weights=weights, device=device, batch_size=batch_size)
+
+    def note(msg: str) -> None:
+        if not quiet:
+            print(f"ifqa compare: {msg}", file=sys.stderr)
+
+    note(
+        f"model {metric.model_name}, weights {metric.weights_origin}, device {metric.device}; "
+        f"{len(common)} face(s) in all {len(paths)} folder(s)"
+    )
+    for n, files in unmatched.items():
+        if files:
+            note(f"{len(files)} file(s) in {n!r} are not in every folder and are not compared")
+
+    out = Path(out)
+    method_slugs = _unique_slugs(names, "method")
+    face_slugs = [
+        f"{i:05d}_{_slug(Path(f).with_suffix('').as_posix(), 'face')}" for i, f in enumerate(common)
+    ]
+
+    import cv2
+
+    from .heatmap import overlay
+
+    # records[f][j]: face f, method j.
+    records: list[list[dict]] = [[{} for _ in paths] for _ in common]
+    for j, (root, mslug) in enumerate(zip(paths, method_slugs, strict=True)):
+        for start in range(0, len(common), _CHUNK):
+            chunk = common[start : start + _CHUNK]
+            scored = metric.score_files([root / f for f in chunk], regions=True, return_maps=True)
+            for k, rec in enumerate(scored):
+                f = start + k
+                img_rel = heat_rel = None
+                error = rec["error"]
+                if rec["score"] is not None:
+                    try:
+                        thumb = _thumbnail(rec["path"], thumb_size)
+                    except (OSError, ValueError) as e:  # pragma: no cover - read twice
+                        error = f"{type(e).__name__}: {e}"
+                    else:
+                        img_rel = f"images/{mslug}/{face_slugs[f]}.jpg"
+                        heat_rel = f"heatmaps/{mslug}/{face_slugs[f]}.png"
+                        _write_image(out / img_rel, thumb, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90])
+                        _write_image(out / heat_rel, overlay(thumb, rec["map"]), ".png")
+                records[f][j] = {
+                    "score": rec["score"],
+                    "error": error,
+                    **{r: rec.get(r) for r in REGIONS},
+                    "image": img_rel,
+                    "heatmap": heat_rel,
+                    "best": False,
+                }
+
+    valid = [f for f in range(len(common)) if all(r["score"] is not None for r in records[f])]
+    valid_set = set(valid)
+    excluded = [f for f in range(len(common)) if f not in valid_set]
+    for f in excluded:
+        for r in records[f]:
+            if r["score"] is None and not r["error"]:  # pragma: no cover - defensive
+                r["error"] = "not scored"
+    scores = np.array([[r["score"] for r in records[f]] for f in valid], dtype=np.float64)
+    scores = scores.reshape(len(valid), len(paths))
+    lo, hi = _bootstrap_ci(scores, bootstrap, seed)
+
+    wins = np.zeros(len(paths), dtype=int)
+    for i, f in enumerate(valid):
+        best = scores[i] >= scores[i].max() - TIE_TOLERANCE
+        wins += best
+        for j in np.flatnonzero(best):
+            records[f][j]["best"] = True
+
+    ranking = []
+    for j, n in enumerate(names):
+        row = {
+            "method": n,
+            "folder": str(paths[j]),
+            "mean": float(scores[:, j].mean()) if valid else None,
+            "ci_low": None if lo is None else float(lo[j]),
+            "ci_high": None if hi is None else float(hi[j]),
+        }
+        for r in REGIONS:
+            row[r] = float(np.mean([records[f][j][r] for f in valid])) if valid else None
+        row["wins"] = int(wins[j])
+        ranking.append(row)
+    order = sorted(range(len(names)), key=lambda j: (-(ranking[j]["mean"] or 0.0), j))
+    ranking = [ranking[j] for j in order]
+
+    def face_mean(f: int) -> float | None:
+        got = [r["score"] for r in records[f] if r["score"] is not None]
+        return float(np.mean(got)) if got else None
+
+    faces = []
+    for f in excluded + sorted(valid, key=lambda f: (face_mean(f), common[f])):
+        faces.append(
+            {
+                "face": common[f],
+                "excluded": f not in valid_set,
+                "mean": face_mean(f) if f in valid_set else None,
+                "methods": {n: records[f][j] for j, n in enumerate(names)},
+            }
+        )
+
+    from . import __version__
+
+    meta = {
+        "model": metric.model_name,
+        "weights_origin": str(metric.weights_origin),
+        "device": str(metric.device),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "ifqa_loss_version": __version__,
+        "n_faces": len(common),
+        "n_valid": len(valid),
+        "n_excluded": len(excluded),
+        "excluded": [common[f] for f in excluded],
+        "bootstrap": bootstrap,
+        "seed": seed,
+        "tie_tolerance": TIE_TOLERANCE,
+        "methods": [
+            {"name": n, "folder": str(p), "slug": s}
+            for n, p, s in zip(names, paths, method_slugs, strict=True)
+        ],
+        "unmatched": unmatched,
+    }
+    summary = {"meta": meta, "ranking": ranking, "faces": faces}
+
+    _plot_distribution(
+        out / "distribution.png",
+        [names[j] for j in order],
+        scores[:, order],
+        metric.model_name,
+        seed,
+    )
+    buf = io.StringIO()
+    cols = ["face", "method", "score", "error", *REGIONS, "excluded", "image", "heatmap"]
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for face in faces:
+        for n in names:
+            writer.writerow(
+                {
+                    "face": face["face"],
+                    "method": n,
+                    "excluded": face["excluded"],
+                    **face["methods"][n],
+                }
+            )
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=1, ensure_ascii=False))
+    # The page last: once it is there, everything it links to is too.
+    atomic_write_text(out / "index.html", _html(summary, faces))
+    summary["out"] = str(out)
+    return summary
+
+
+def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``compare`` sub-command to an ``ifqa`` sub-parser set."""
+    c = subparsers.add_parser(
+        "compare",
+        help="compare face-restoration methods in an HTML report",
+        description=(
+            "Score the same faces restored by several methods (one folder per method, files "
+            "matched by their path inside each folder) and write an HTML report: ranking with "
+            "bootstrap intervals, region means, wins, score distribution, and each face's "
+            "images and heatmaps, worst faces first."
+        ),
+    )
+    c.add_argument("dirs", nargs="+", metavar="DIR", help="one folder of restored faces per method")
+    c.add_argument(
+        "--names",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="method names, one per folder (default: the folder names)",
+    )
+    c.add_argument("--out", default="report", help="report folder (default: report)")
+    c.add_argument("--model", default="auto", help="auto | ifqa | ifqa++ | ifqa-lite ...")
+    c.add_argument("--weights", default=None, help="checkpoint file or folder")
+    c.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
+    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument(
+        "--bootstrap",
+        type=int,
+        default=2000,
+        help="bootstrap resamples for the 95%% intervals (0: none; default 2000)",
+    )
+    c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    c.set_defaults(func=cmd_compare)
+    return c
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run ``ifqa compare``: 0 written, 2 usage error, 4 no face readable in every folder."""
+    try:
+        summary = compare(
+            args.dirs,
+            names=args.names,
+            out=args.out,
+            model=args.model,
+            weights=args.weights,
+            device=args.device,
+            batch_size=args.batch_size,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+        )
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
+        print(f"ifqa compare: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    meta = summary["meta"]
+    print(f"# model: {meta['model']}  weights: {meta['weights_origin']}  device: {meta['device']}")
+    print(f"# faces: {meta['n_faces']} compared, {meta['n_excluded']} excluded (unreadable)")
+    width = max(len(r["method"]) for r in summary["ranking"])
+    for rank, r in enumerate(summary["ranking"], 1):
+        ci = "" if r["ci_low"] is None else f"  [{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
+        print(f"{rank}. {r['method']:<{width}}  {_fmt(r['mean'])}{ci}  wins {r['wins']}")
+    print(f"wrote {Path(summary['out']) / 'index.html'}")
+    return EXIT_OK if meta["n_valid"] else EXIT_ALL_FAILED
