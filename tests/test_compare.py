@@ -331,3 +331,18 @@ def test_page_loads_every_image_in_chromium(tmp_path, metric):
     gone.unlink()
     broken = dump(out / "index.html")
     assert broken.startswith("1|") and gone.name in broken
+
+
+def test_no_face_readable_everywhere(tmp_path, capsys):
+    dirs = make_methods(tmp_path / "in", {"A": {"f.png": 100}, "B": {"f.png": 100}})
+    (dirs[1] / "f.png").write_bytes(b"not a png")
+    out = tmp_path / "r"
+    args = cli_parser().parse_args(
+        ["compare", *map(str, dirs), "--out", str(out), "--model", "ifqa-lite", "--device", "cpu"]
+    )
+    assert args.func(args) == 4
+    saved = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert saved["meta"]["n_valid"] == 0 and saved["meta"]["excluded"] == ["f.png"]
+    assert all(r["mean"] is None and r["wins"] == 0 for r in saved["ranking"])
+    assert "cannot decode" in (out / "index.html").read_text(encoding="utf-8")
+    assert (out / "distribution.png").stat().st_size > 0
