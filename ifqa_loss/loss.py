@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ._holder import HoldsDiscriminator, WeightsArg, resolve_model
 from .masks import REGIONS, face_region_masks
+from .models.lean import lean_logits, supports_lean
 from .preprocess import check_images, check_range, resize_map, to_model_input
 
 FORMS = ("one_minus", "softplus")
@@ -58,6 +59,9 @@ class IFQALoss(HoldsDiscriminator):
         loss_weight: multiplier applied to the result (BasicSR convention).
         check_inputs: validate values (NaN/Inf, range) at every call; costs one device sync.
         device: where to put the discriminator (default CPU; ``.to()`` moves it later).
+        memory_lean: for the ``ifqa`` CNN in fp32 eager mode, keep only what the input
+            gradient needs (about a third of the activations; same values and gradients,
+            ``ifqa_loss.models.lean``). Off: plain autograd.
 
     Shape:
         output (B, C, H, W), C in {1, 3}, any H, W >= 16 -> 0-dim tensor ((B,) with ``"none"``).
@@ -80,8 +84,10 @@ class IFQALoss(HoldsDiscriminator):
         loss_weight: float = 1.0,
         check_inputs: bool = True,
         device: str | torch.device | None = None,
+        memory_lean: bool = True,
     ) -> None:
         super().__init__()
+        self.memory_lean = bool(memory_lean)
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         if reduction not in REDUCTIONS:
@@ -195,9 +201,12 @@ class IFQALoss(HoldsDiscriminator):
         """
         x = check_images(pred, self.input_range, name="pred", check_values=self.check_inputs)
         wmap = self.weight_map(x, landmarks=landmarks, masks=masks, weight=weight)
-        logits = self.discriminator.forward_logits(
-            to_model_input(x, self.config, self.input_range)
-        ).float()
+        inp = to_model_input(x, self.config, self.input_range)
+        net = self.discriminator
+        if self.memory_lean and supports_lean(net, inp):
+            logits = lean_logits(net, inp)  # same values; keeps a third of the activations
+        else:
+            logits = net.forward_logits(inp).float()
         if self.form == "one_minus":
             per_pixel = 1.0 - torch.sigmoid(logits)
         else:
