@@ -292,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_score)
 
+    from .report import add_compare_parser
+
+    add_compare_parser(sub)
+
     m = sub.add_parser("models", help="list the registered models and where their weights are")
     m.set_defaults(func=cmd_models)
 
