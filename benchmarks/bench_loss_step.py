@@ -39,8 +39,10 @@ def run_variant(variant: str, device: str, batch: int, size: int, iters: int) ->
     torch.manual_seed(0)
     net = IFQACNN()
     x = torch.rand(batch, 3, size, size, device=device, requires_grad=True)
-    if variant == "ours":
-        crit = IFQALoss(model=net, check_inputs=True).to(device)
+    rss_loaded = _rss_mib()  # interpreter + torch + weights + input: what every variant holds
+    if variant in ("ours", "ours-lean"):
+        crit = IFQALoss(model=net, check_inputs=True, memory_lean=variant == "ours-lean")
+        crit = crit.to(device)
 
         def step() -> torch.Tensor:
             loss = crit(x)
@@ -89,6 +91,9 @@ def run_variant(variant: str, device: str, batch: int, size: int, iters: int) ->
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out["peak_rss_mib"] = peak
         out["rss_before_mib"] = rss0
+        out["rss_loaded_mib"] = rss_loaded
+        # What the loss step itself needs at its peak: gradients, saved activations, buffers.
+        out["step_mem_mib"] = peak - rss_loaded
     return out
 
 
@@ -113,7 +118,7 @@ def main() -> int:
     import torch
 
     results = {}
-    for variant in ("naive", "ours"):
+    for variant in ("naive", "ours", "ours-lean"):
         cmd = [sys.executable, __file__, "--variant", variant, "--device", a.device]
         cmd += ["--batch", str(a.batch), "--size", str(a.size), "--iters", str(a.iters)]
         if a.threads:
@@ -134,14 +139,26 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
     }
     print(f"loss step, ifqa CNN, B={a.batch} at {a.size}x{a.size} -> 256, fp32, {info}")
-    print(f"{'variant':<34} {'median s':>9} {'min s':>8} {'peak ' + unit:>22}")
-    labels = {"naive": "parameters require grad (naive)", "ours": "IFQALoss (frozen D)"}
-    for k in ("naive", "ours"):
+    step_col = "step_mem_mib" in n
+    print(
+        f"{'variant':<40} {'median s':>9} {'min s':>8} {'peak ' + unit:>22}"
+        + (f" {'step MiB':>9}" if step_col else "")
+    )
+    labels = {
+        "naive": "parameters require grad (naive)",
+        "ours": "IFQALoss (frozen D, default)",
+        "ours-lean": "IFQALoss(memory_lean=True)",
+    }
+    for k in ("naive", "ours", "ours-lean"):
         r = results[k]
-        print(f"{labels[k]:<34} {r['median_s']:>9.3f} {r['min_s']:>8.3f} {r[mem_key]:>22.1f}")
+        line = f"{labels[k]:<40} {r['median_s']:>9.3f} {r['min_s']:>8.3f} {r[mem_key]:>22.1f}"
+        print(line + (f" {r['step_mem_mib']:>9.1f}" if step_col else ""))
     speedup = n["median_s"] / o["median_s"]
     mem_ratio = o[mem_key] / n[mem_key]
     print(f"speed-up {speedup:.2f}x; peak memory ratio ours/naive {mem_ratio:.2f}")
+    if step_col:
+        step_ratio = o["step_mem_mib"] / n["step_mem_mib"]
+        print(f"loss-step memory (peak RSS - RSS once loaded) ratio ours/naive {step_ratio:.2f}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"info": info, "results": results, "speedup": speedup}, f, indent=1)

@@ -59,9 +59,11 @@ class IFQALoss(HoldsDiscriminator):
         loss_weight: multiplier applied to the result (BasicSR convention).
         check_inputs: validate values (NaN/Inf, range) at every call; costs one device sync.
         device: where to put the discriminator (default CPU; ``.to()`` moves it later).
-        memory_lean: for the ``ifqa`` CNN in fp32 eager mode, keep only what the input
-            gradient needs (about a third of the activations; same values and gradients,
-            ``ifqa_loss.models.lean``). Off: plain autograd.
+        memory_lean: for the ``ifqa`` CNN in fp32 eager mode, save only what the input
+            gradient needs (under half the saved activations; same values and gradients,
+            ``ifqa_loss.models.lean``). Opt-in: on the CPU it measured slower (1.93 s against
+            1.55 s, B=2 at 512) with no lower peak RSS (``benchmarks/RESULTS.md``); not yet
+            measured on a GPU.
 
     Shape:
         output (B, C, H, W), C in {1, 3}, any H, W >= 16 -> 0-dim tensor ((B,) with ``"none"``).
@@ -84,7 +86,7 @@ class IFQALoss(HoldsDiscriminator):
         loss_weight: float = 1.0,
         check_inputs: bool = True,
         device: str | torch.device | None = None,
-        memory_lean: bool = True,
+        memory_lean: bool = False,
     ) -> None:
         super().__init__()
         self.memory_lean = bool(memory_lean)
@@ -204,7 +206,7 @@ class IFQALoss(HoldsDiscriminator):
         inp = to_model_input(x, self.config, self.input_range)
         net = self.discriminator
         if self.memory_lean and supports_lean(net, inp):
-            logits = lean_logits(net, inp)  # same values; keeps a third of the activations
+            logits = lean_logits(net, inp)  # same values; saves under half the activations
         else:
             logits = net.forward_logits(inp).float()
         if self.form == "one_minus":

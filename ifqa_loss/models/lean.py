@@ -5,12 +5,15 @@ every convolution saves its input (for the weight gradient), every average pool 
 and instance norm and leaky ReLU each save a full-size tensor. For a gradient to the input
 only, a convolution needs nothing but its weight, a 2x2 average pool nothing at all, and
 "instance norm then leaky ReLU" can be recomputed from the norm's input and two per-channel
-statistics. The functions below save exactly that, so the loss step keeps about a third of the
-activations (measured: ``tests/test_lean.py`` counts the saved bytes) and computes the same
-values and input gradients as plain autograd (to float rounding).
+statistics. The functions below save exactly that: under half the saved bytes
+(``tests/test_lean.py`` counts them), with the same values and input gradients as plain
+autograd (float64 test).
 
-Used by :class:`~ifqa_loss.IFQALoss` for ``IFQACNN`` discriminators in fp32 eager mode (not
-under autocast or ``torch.compile``, which plan memory themselves).
+Opt-in, ``IFQALoss(memory_lean=True)``, for ``IFQACNN`` discriminators in fp32 eager mode (not
+under autocast or ``torch.compile``, which plan memory themselves). On the CPU it does not pay
+off yet: the recomputing backward is slower and the process's peak RSS is not lower
+(``benchmarks/RESULTS.md``); its value on a GPU, where the allocator's peak is what counts, is
+not measured yet.
 """
 
 from __future__ import annotations
