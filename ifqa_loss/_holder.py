@@ -106,7 +106,8 @@ class HoldsDiscriminator(nn.Module):
     The frozen discriminator is not a registered submodule, so it never appears in
     ``parameters()`` (an optimizer built over a parent model cannot touch it), nor in
     ``state_dict()`` (a parent's checkpoints do not grow by the discriminator's size). It still
-    follows ``.to()``, ``.cuda()``, ``.float()`` and ``.half()`` through :meth:`_apply`.
+    follows device and dtype moves (``.to(...)``, ``.float()``, ``.half()``) through
+    :meth:`_apply`.
     """
 
     def _hold(self, net: Discriminator, cfg: ModelConfig) -> None:

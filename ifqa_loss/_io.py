@@ -7,6 +7,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# Image files the command line picks up from folders and globs (``ifqa score``, ``ifqa compare``).
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -36,6 +39,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             os.unlink(tmp)
         raise
     return out
+
+
+def atomic_write_image(
+    path: str | os.PathLike, image, ext: str = ".png", params: list[int] | None = None
+) -> Path:
+    """Encode an 8-bit BGR array with OpenCV (``ext``: ".png", ".jpg", ...), write atomically."""
+    import cv2
+
+    ok, buf = cv2.imencode(ext, image, params or [])
+    if not ok:  # pragma: no cover - encoding an 8-bit BGR array does not fail
+        raise ValueError(f"could not encode {path} as {ext}")
+    data = buf.tobytes()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

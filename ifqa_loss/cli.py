@@ -11,9 +11,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from ._io import atomic_write_text
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+from ._io import IMAGE_EXTS, atomic_write_text
 
 # Exit codes of `ifqa score`.
 EXIT_OK = 0
@@ -65,20 +63,12 @@ def _heatmap_names(paths: list[str]) -> list[str]:
 
 def _heatmap_writer(folder: str, names: dict[str, str]):
     """``on_batch`` callback writing ``<name>_map.png`` and ``<name>_overlay.png`` per face."""
-    import cv2
-
-    from ._io import atomic_write
+    from ._io import atomic_write_image as save
     from .heatmap import colorize, overlay
     from .preprocess import read_image_bgr
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-
-    def save(path: Path, image) -> None:
-        ok, buf = cv2.imencode(".png", image)
-        if not ok:  # pragma: no cover - encoding a uint8 BGR array does not fail
-            raise OSError(f"cannot encode {path}")
-        atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
 
     def on_batch(records: list[dict]) -> None:
         for rec in records:
@@ -129,8 +119,6 @@ def cmd_score(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     workers = default_workers() if args.workers is None else args.workers
-    if workers < 0:
-        raise ValueError(f"--workers must be >= 0, got {workers}")
     device = args.device
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"

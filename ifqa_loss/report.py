@@ -25,9 +25,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ._io import atomic_write, atomic_write_text
+from ._io import IMAGE_EXTS, atomic_write, atomic_write_image, atomic_write_text
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 REGIONS = ("eyes", "nose", "mouth", "rest")
 
 # Exit codes of `ifqa compare` (the same numbers as `ifqa score`).
@@ -144,20 +143,6 @@ def _thumbnail(path: str, size: int) -> np.ndarray:
         new = (max(1, round(w * scale)), max(1, round(h * scale)))
         img = cv2.resize(img, new, interpolation=cv2.INTER_AREA)
     return img
-
-
-def _write_image(path: Path, img: np.ndarray, ext: str, params: list[int] | None = None) -> None:
-    import cv2
-
-    ok, buf = cv2.imencode(ext, img, params or [])
-    if not ok:  # pragma: no cover - encoding an 8-bit BGR array does not fail
-        raise ValueError(f"could not encode {path}")
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(buf.tobytes())
-
-    atomic_write(path, write)
 
 
 def _bootstrap_ci(
@@ -484,8 +469,10 @@ def compare(
                     else:
                         img_rel = f"images/{mslug}/{face_slugs[f]}.jpg"
                         heat_rel = f"heatmaps/{mslug}/{face_slugs[f]}.png"
-                        _write_image(out / img_rel, thumb, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90])
-                        _write_image(out / heat_rel, overlay(thumb, rec["map"]), ".png")
+                        atomic_write_image(
+                            out / img_rel, thumb, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]
+                        )
+                        atomic_write_image(out / heat_rel, overlay(thumb, rec["map"]), ".png")
                 records[f][j] = {
                     "score": rec["score"],
                     "error": error,

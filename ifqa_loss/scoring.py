@@ -120,14 +120,16 @@ def score_paths(
             if batch is not None:
                 maps = maps_fn(batch)
                 scores = maps.mean((1, 2, 3)).tolist()
-                reg = region_fn(maps) if region_fn is not None else None
+                reg = None
+                if region_fn is not None:  # one transfer per region, not one per value
+                    reg = {name: v.tolist() for name, v in region_fn(maps).items()}
                 cpu_maps = maps.cpu() if return_maps or on_batch is not None else None
                 for j, i in enumerate(idx):
                     rec = records[i]
                     rec["score"] = scores[j]
                     if reg is not None:
                         for name, values in reg.items():
-                            rec[name] = float(values[j])
+                            rec[name] = values[j]
                     if cpu_maps is not None:
                         rec["map"] = cpu_maps[j]
                     done.append(rec)
