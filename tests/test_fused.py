@@ -85,3 +85,46 @@ def test_cached_kernels_follow_new_weights():
         other.fused = False
         ref = other.forward_logits(x)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)
+
+
+def test_norm_act_saving_output_handles_zero_and_negative_gammas():
+    # The fused backward rebuilds the normalised input from the output, dividing by gamma:
+    # channels with gamma 0 (no gradient) or gamma < 0 must still give autograd's gradient.
+    net = _net(0.125)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.InstanceNorm2d):
+                m.weight[0] = 0.0
+                m.weight[1::3] *= -1.0
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 1, 64, 64, dtype=torch.float64)
+    (g_ref,) = torch.autograd.grad(net.forward_logits(x), x, g)
+    net.freeze()
+    (g_got,) = torch.autograd.grad(net.forward_logits(x), x, g)
+    assert torch.isfinite(g_got).all()
+    torch.testing.assert_close(g_got, g_ref, rtol=0, atol=1e-10)
+
+
+def test_fused_path_saves_fewer_activation_bytes():
+    net = IFQACNN(0.25).freeze()
+    x = torch.randn(2, 3, 256, 256, requires_grad=True)
+    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
+
+    def saved_bytes() -> int:
+        seen: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            st = t.untyped_storage()
+            if st.data_ptr() not in params:
+                seen[st.data_ptr()] = st.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            net.forward_logits(x)
+        return sum(seen.values())
+
+    net.fused = False
+    plain = saved_bytes()
+    net.fused = True
+    fused = saved_bytes()
+    assert fused < 0.5 * plain, (fused, plain)

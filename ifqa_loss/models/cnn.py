@@ -87,6 +87,62 @@ def upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return y.view(b, cout, 2 * h, 2 * w)
 
 
+class _NormActSavingOutput(torch.autograd.Function):
+    """``leaky_relu(instance_norm(x), 0.2)`` for a frozen norm, saving only its output.
+
+    The activation is invertible (slope 0.2 > 0) and the affine norm is too (where gamma != 0),
+    so the normalised input, all the backward needs, is rebuilt from the output, which the next
+    convolution saves anyway: the norm's input is not kept. Gradient to ``x`` only.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, eps: float):  # type: ignore[override]
+        b, c = x.shape[:2]
+        out, _, rstd = torch.native_batch_norm(
+            x.reshape(1, b * c, *x.shape[2:]), gamma.repeat(b), beta.repeat(b), None, None,
+            True, 0.0, eps,
+        )  # fmt: skip
+        out = F.leaky_relu_(out, 0.2).view_as(x)
+        ctx.save_for_backward(out, rstd, gamma, beta)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        out, rstd, gamma, beta = ctx.saved_tensors
+        b, c = out.shape[:2]
+        shape = (1, b * c, *out.shape[2:])
+        a = out.reshape(shape)
+        gy = torch.ops.aten.leaky_relu_backward(grad.reshape(shape), a, 0.2, True)
+        # Normalised input xhat = (leaky_relu^-1(a) - beta) / gamma, from the output alone.
+        inv = torch.where(gamma == 0, torch.ones_like(gamma), gamma).reciprocal().repeat(b)
+        coef = torch.where(a > 0, inv.view(1, -1, 1, 1), (5.0 * inv).view(1, -1, 1, 1))
+        xhat = torch.addcmul((-beta.repeat(b) * inv).view(1, -1, 1, 1), a, coef)
+        del coef
+        # Batch-norm backward on xhat with mean 0 and inverse std 1, gamma * rstd as the weight:
+        # (gy - mean(gy) - xhat * mean(gy * xhat)) * gamma * rstd, the instance-norm gradient.
+        gx = torch.ops.aten.native_batch_norm_backward(
+            gy, xhat, gamma.repeat(b) * rstd, None, None, torch.zeros_like(rstd),
+            torch.ones_like(rstd), True, ctx.eps, [True, False, False],
+        )[0]  # fmt: skip
+        return gx.view_as(out), None, None, None
+
+
+def _norm_act(norm: nn.InstanceNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``leaky_relu(norm(x), 0.2)`` in the fused path: saves one tensor instead of two when a
+    gradient is being recorded (same dtype as the norm, no autocast, eager), plain (in-place
+    activation) otherwise."""
+    if (
+        torch.is_grad_enabled()
+        and x.requires_grad
+        and x.dtype == norm.weight.dtype
+        and not torch.is_autocast_enabled(x.device.type)
+        and not torch.compiler.is_compiling()
+    ):
+        return _NormActSavingOutput.apply(x, norm.weight, norm.bias, norm.eps)
+    return F.leaky_relu(norm(x), 0.2, inplace=True)
+
+
 class ResBlk(nn.Module):
     """Pre-activation residual block, optionally halving the resolution.
 
@@ -125,7 +181,7 @@ class ResBlk(nn.Module):
         one stride-2 4x4 convolution where the image is large; leaky ReLU in place, so autograd
         keeps one tensor for "norm, activation, convolution" instead of three.
         """
-        a = F.leaky_relu(self.norm1(x), 0.2, inplace=True)
+        a = _norm_act(self.norm1, x)
         sc = self._pool(x)
         sc = self.conv1x1(sc) if self.learned_sc else sc
         if self.downsample and x.shape[-2] * x.shape[-1] >= 4 * FUSE_MIN_PIXELS:
@@ -133,7 +189,7 @@ class ResBlk(nn.Module):
             r = F.conv2d(a, k, self.conv1.bias, 2, 1)
         else:
             r = self._pool(self.conv1(a))
-        r = self.conv2(F.leaky_relu(self.norm2(r), 0.2, inplace=True))
+        r = self.conv2(_norm_act(self.norm2, r))
         return torch.add(sc, r).mul_(_INV_SQRT2)
 
 
@@ -168,12 +224,12 @@ class UpResBlk(nn.Module):
         resolution (where it is large enough), and leaky ReLU in place (see ResBlk)."""
         sc = self.conv1x1(x) if self.learned_sc else x
         sc = F.interpolate(sc, scale_factor=2.0, mode="nearest")
-        a = F.leaky_relu(self.norm1(x), 0.2, inplace=True)
+        a = _norm_act(self.norm1, x)
         if x.shape[-2] * x.shape[-1] >= FUSE_MIN_PIXELS:
             r = upsampled_conv(a, self.conv1)
         else:
             r = self.conv1(F.interpolate(a, scale_factor=2.0, mode="nearest"))
-        r = self.conv2(F.leaky_relu(self.norm2(r), 0.2, inplace=True))
+        r = self.conv2(_norm_act(self.norm2, r))
         return torch.add(r, sc).mul_(_INV_SQRT2)
 
 
