@@ -125,6 +125,11 @@ def main() -> int:
     rows.append(
         ("ifqa scoring", f"IFQAMetric fp32 b{batch}", batched(fp32, timgs, batch, dev, reps))
     )
+    # agreement of the fused fp32 path (frozen network) with the layer-by-layer original order
+    with torch.no_grad():
+        xa = timgs[:4].to(dev).float() / 255
+        ref = cnn(xa * 2 - 1).mean((1, 2, 3))  # not frozen with freeze(): layer by layer
+        info["fused_max_abs_score_diff"] = (fp32(xa) - ref).abs().max().item()
     if gpu:
         m = IFQAMetric(model=fp32.discriminator, device=dev, amp="bf16")
         rows.append(

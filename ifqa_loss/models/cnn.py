@@ -114,16 +114,15 @@ class _NormActSavingOutput(torch.autograd.Function):
         shape = (1, b * c, *out.shape[2:])
         a = out.reshape(shape)
         gy = torch.ops.aten.leaky_relu_backward(grad.reshape(shape), a, 0.2, True)
-        # Normalised input xhat = (leaky_relu^-1(a) - beta) / gamma, from the output alone.
-        inv = torch.where(gamma == 0, torch.ones_like(gamma), gamma).reciprocal().repeat(b)
-        coef = torch.where(a > 0, inv.view(1, -1, 1, 1), (5.0 * inv).view(1, -1, 1, 1))
-        xhat = torch.addcmul((-beta.repeat(b) * inv).view(1, -1, 1, 1), a, coef)
-        del coef
-        # Batch-norm backward on xhat with mean 0 and inverse std 1, gamma * rstd as the weight:
-        # (gy - mean(gy) - xhat * mean(gy * xhat)) * gamma * rstd, the instance-norm gradient.
+        y = F.leaky_relu(a, 5.0)  # the inverse activation: the norm's output
+        # Batch-norm backward on y, with "mean" beta and "inverse std" 1/gamma, rebuilds
+        # xhat = (y - beta) / gamma; the weight gamma^2 * rstd then turns its
+        # (gy - mean(gy) - xhat * mean(gy * xhat)) / gamma * weight into the instance-norm
+        # gradient (...) * gamma * rstd. A channel with gamma 0 gets weight 0: gradient 0.
+        safe = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
         gx = torch.ops.aten.native_batch_norm_backward(
-            gy, xhat, gamma.repeat(b) * rstd, None, None, torch.zeros_like(rstd),
-            torch.ones_like(rstd), True, ctx.eps, [True, False, False],
+            gy, y, (gamma * safe).repeat(b) * rstd, None, None, beta.repeat(b),
+            safe.reciprocal().repeat(b), True, ctx.eps, [True, False, False],
         )[0]  # fmt: skip
         return gx.view_as(out), None, None, None
 
