@@ -59,11 +59,10 @@ class IFQALoss(HoldsDiscriminator):
         loss_weight: multiplier applied to the result (BasicSR convention).
         check_inputs: validate values (NaN/Inf, range) at every call; costs one device sync.
         device: where to put the discriminator (default CPU; ``.to()`` moves it later).
-        memory_lean: for the ``ifqa`` CNN in fp32 eager mode, save only what the input
-            gradient needs (under half the saved activations; same values and gradients,
-            ``ifqa_loss.models.lean``). Opt-in: on the CPU it measured slower (1.93 s against
-            1.55 s, B=2 at 512) with no lower peak RSS (``benchmarks/RESULTS.md``); not yet
-            measured on a GPU.
+        memory_lean: for the ``ifqa`` CNN in fp32 eager mode, a custom backward that saves
+            the fewest activations (``ifqa_loss.models.lean``). Not recommended: the default
+            fused path of a frozen CNN is faster and its CPU peak is lower (1.47 s and 464 MiB
+            of step memory against 1.92 s and 686 MiB, B=2 at 512, ``benchmarks/RESULTS.md``).
 
     Shape:
         output (B, C, H, W), C in {1, 3}, any H, W >= 16 -> 0-dim tensor ((B,) with ``"none"``).

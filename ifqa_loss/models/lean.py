@@ -10,10 +10,10 @@ statistics. The functions below save exactly that: under half the saved bytes
 autograd (float64 test).
 
 Opt-in, ``IFQALoss(memory_lean=True)``, for ``IFQACNN`` discriminators in fp32 eager mode (not
-under autocast or ``torch.compile``, which plan memory themselves). On the CPU it does not pay
-off yet: the recomputing backward is slower and the process's peak RSS is not lower
-(``benchmarks/RESULTS.md``); its value on a GPU, where the allocator's peak is what counts, is
-not measured yet.
+under autocast or ``torch.compile``, which plan memory themselves). Superseded on the CPU by the
+default fused path of a frozen ``IFQACNN`` (``cnn.py``), which is faster and has a lower peak
+RSS although it saves more bytes (``benchmarks/RESULTS.md``); its value on a GPU, where the
+allocator's peak is what counts, is not measured yet.
 """
 
 from __future__ import annotations
