@@ -599,3 +599,15 @@ def test_augmentation_is_seeded_and_keeps_shape_and_range():
     assert a.shape == face.shape and a.dtype == torch.float32
     assert a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, face)
+
+
+def test_crop_handles_an_empty_batch():
+    # loss.mix_fraction 0 leaves no region-mixed samples to crop (this used to raise).
+    from ifqa_loss.train.trainer import _crop
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    offs = torch.tensor([[1, 2], [3, 0]])
+    got = _crop(x, offs, 4)
+    assert got.shape == (2, 3, 4, 4)
+    assert torch.equal(got[1], x[1, :, 3:7, 0:4])
+    assert _crop(x[:0], offs[:0], 4).shape == (0, 3, 4, 4)

@@ -627,6 +627,8 @@ def _train(
 
 def _crop(x: torch.Tensor, offsets: torch.Tensor, size: int) -> torch.Tensor:
     """Per-sample square crops: ``x[i, :, y:y+size, x:x+size]`` with ``(y, x) = offsets[i]``."""
+    if len(offsets) == 0:  # e.g. no region-mixed samples (loss.mix_fraction 0)
+        return x[:0, :, :size, :size]
     return torch.stack(
         [
             x[i, :, int(o[0]) : int(o[0]) + size, int(o[1]) : int(o[1]) + size]
