@@ -2,9 +2,9 @@
 
 Trains an ``IFQACNN`` alone (no generator, no region mix, no augmentation) with per-pixel BCE on
 clean faces against the same faces degraded by single operations of the chosen families (the
-trainer's ``FaceStream`` and degradation ranges), then scores the held-out faces clean and
-degraded as ``ifqa validate`` does (512 px, resized to the native size). Used to tell "too small
-to see it" from "the full recipe dilutes it" (``docs/training.md``, lessons).
+trainer's ``FaceStream`` and degradation ranges), then scores the held-out faces with
+``ifqa validate``'s protocol (``ifqa_loss.train.validation.evaluate``). Used to tell "too
+small to see it" from "the full recipe dilutes it" (``docs/training.md``, lessons).
 
     python benchmarks/probe_family.py --width 0.25 --families jpeg --steps 300
 """
@@ -15,14 +15,13 @@ import argparse
 import os
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ifqa_loss.models import IFQACNN
 from ifqa_loss.train.config import load_config
-from ifqa_loss.train.data import FaceStream, load_faces_uint8, resize_antialiased, split_faces
-from ifqa_loss.train.degradations import add_gaussian_noise, down_up, gaussian_blur, jpeg, quantize
+from ifqa_loss.train.data import FaceStream, load_face, load_faces_uint8, split_faces
+from ifqa_loss.train.validation import evaluate, format_table
 
 FAMILIES = ("blur", "down", "noise", "jpeg")
 
@@ -65,33 +64,10 @@ def main() -> int:
         if i % 50 == 0 or i == a.steps - 1:
             print(f"step {i}: BCE {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
 
-    net.freeze()
-    rng = np.random.default_rng(0)
-    tests = {
-        "blur sigma 2": lambda f: gaussian_blur(f, 2.0),
-        "down-up x4": lambda f: down_up(f, 4.0),
-        "noise 15/255": lambda f: add_gaussian_noise(f, 15.0, rng),
-        "jpeg q20": lambda f: jpeg(f, 20),
-    }
-
-    def score(img: np.ndarray) -> float:
-        x = torch.from_numpy(quantize(img).transpose(2, 0, 1).copy())[None]
-        with torch.no_grad():
-            return net(resize_antialiased(x, a.native) * 2 - 1).mean().item()
-
-    clean, degr = [], {k: [] for k in tests}
-    for path in val:
-        face = (load_faces_uint8([path], 512)[0].float() / 255).numpy().transpose(1, 2, 0)
-        face = np.ascontiguousarray(face)
-        clean.append(score(face))
-        for k, fn in tests.items():
-            degr[k].append(score(fn(face)))
-    c = np.array(clean)
-    print(f"trained on {fams}, width {a.width}, {a.steps} steps; {len(val)} held-out faces")
-    print(f"clean: mean {c.mean():.4f}")
-    for k, v in degr.items():
-        v = np.array(v)
-        print(f"{k:<14} mean {v.mean():.4f}  clean > degraded {100 * (c > v).mean():5.1f}%")
+    faces = [load_face(path, 512) for path in val]
+    res = evaluate(net.freeze(), faces)
+    print(f"trained on {fams}, width {a.width}, {a.steps} steps")
+    print(format_table(res))
     return 0
 
 
