@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from ifqa_loss.masks import face_region_masks, template_landmarks
@@ -611,3 +613,43 @@ def test_crop_handles_an_empty_batch():
     assert got.shape == (2, 3, 4, 4)
     assert torch.equal(got[1], x[1, :, 3:7, 0:4])
     assert _crop(x[:0], offs[:0], 4).shape == (0, 3, 4, 4)
+
+
+def test_region_mix_joins_at_mix_start(tmp_path):
+    # loss.mix_start 0.5 of 6 steps: no region-mixed samples in steps 1-3, then half the batch.
+    cfg = tiny_config(steps=6, crop_size=0)
+    cfg = config_from_dict({**cfg.to_dict(), "loss": {**cfg.loss.__dict__, "mix_start": 0.5}})
+    train(cfg, tmp_path / "r", faces=tiny_faces(5), val_faces=[])
+    mix_losses = [
+        float(re.search(r"mix ([0-9.]+) rank", line).group(1))
+        for line in (tmp_path / "r" / "train.log").read_text().splitlines()
+        if re.search(r"step \d+/6 \|", line)
+    ]
+    assert len(mix_losses) == 6
+    assert mix_losses[:3] == [0.0, 0.0, 0.0]
+    assert all(v > 0 for v in mix_losses[3:])
+    with pytest.raises(ValueError, match="mix_start"):
+        config_from_dict({**cfg.to_dict(), "loss": {**cfg.loss.__dict__, "mix_start": 1.0}})
+
+
+def test_paired_rank_loss_ranks_each_face_above_its_own_fake():
+    from ifqa_loss.train.fpr import paired_rank_loss
+
+    real = torch.zeros(2, 1, 4, 4)
+    fake = torch.zeros(2, 1, 4, 4)
+    real[0] += 2.0  # pair 0 ranked right by 2; pair 1 tied
+    w = torch.ones(2, 1, 4, 4)
+    want = (F.softplus(torch.tensor(-2.0)) + F.softplus(torch.tensor(0.0))) / 2
+    assert torch.allclose(paired_rank_loss(real, fake, w), want)
+    # only the pairing matters: the same logits in other slots give another loss
+    assert not torch.allclose(paired_rank_loss(real, fake.flip(0) + real.flip(0), w), want)
+    # pixels of weight zero do not count
+    w0 = w.clone()
+    w0[..., :2] = 0
+    fake2 = fake.clone()
+    fake2[..., :2] += 100.0
+    assert torch.allclose(paired_rank_loss(real, fake2, w0), want)
+    # the gradient raises real scores and lowers fake ones
+    r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
+    paired_rank_loss(r, f, w).backward()
+    assert (r.grad < 0).all() and (f.grad > 0).all()

@@ -127,12 +127,21 @@ class LossConfig:
     )
     mix_fraction: float = 0.5
     mix_weight: float = 1.0
+    # The region mix joins after this fraction of the steps (our addition; 0 = from the start):
+    # per-pixel swap labels slow a discriminator that cannot yet tell the families apart.
+    mix_start: float = 0.0
     mix_regions: list[str] = field(
         default_factory=lambda: ["left_eye", "right_eye", "nose", "mouth"]
     )
     mix_threshold: float = 0.25
     mix_softness: float = 1.0
     consistency_weight: float = 0.0
+    # Paired ranking term (our addition; 0 = off): every fake is made from the real face in the
+    # same batch slot, so ``softplus(s(fake) - s(real))`` with ``s`` the region-weighted mean
+    # logit asks the score itself to rank each face above its own degraded version. This is
+    # what the metric is used for, and the pair cancels the face-to-face content that
+    # per-pixel labels alone have to fight.
+    rank_weight: float = 0.0
     fake_degraded_fraction: float = 0.5
     landmark_jitter: float = 0.02
     # Visibility weighting of fake pixels (our addition; 0 = off): a fake pixel's BCE weight is
@@ -321,6 +330,8 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError("loss.fake_degraded_fraction must be in [0, 1]")
     if not 0.0 <= lo.mix_fraction <= 1.0:
         raise ValueError("loss.mix_fraction must be in [0, 1]")
+    if not 0.0 <= lo.mix_start < 1.0:
+        raise ValueError(f"loss.mix_start must be in [0, 1), got {lo.mix_start}")
     r = cfg.run
     if r.steps < 0 or r.batch_size < 1:
         raise ValueError(

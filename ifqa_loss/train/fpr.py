@@ -98,6 +98,21 @@ def weighted_bce(
     return (loss * w).sum() / w.sum()
 
 
+def paired_rank_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """``softplus(s(fake) - s(real))`` averaged over pairs; ``s`` is the weighted mean logit.
+
+    Sample ``i`` of ``fake_logits`` must come from sample ``i`` of ``real_logits`` (same face,
+    same crop). Zero gradient once a pair is ranked by a wide margin.
+    """
+    w = weight.expand_as(real_logits)
+    norm = w.sum((1, 2, 3))
+    s_real = (real_logits * w).sum((1, 2, 3)) / norm
+    s_fake = (fake_logits * w).sum((1, 2, 3)) / norm
+    return F.softplus(s_fake - s_real).mean()
+
+
 def pixel_accuracy(logits: torch.Tensor, target: torch.Tensor | float) -> torch.Tensor:
     """Share of pixels on the right side of 0.5 (targets are binarised at 0.5)."""
     if not isinstance(target, torch.Tensor):

@@ -46,6 +46,7 @@ from .data import FaceStream, StreamSampler, load_faces_uint8, split_faces
 from .fpr import (
     jittered_landmarks,
     mix,
+    paired_rank_loss,
     pixel_accuracy,
     region_weight_map,
     swap_masks,
@@ -381,7 +382,8 @@ def _train(
     bsz = run.batch_size
     n_fake_deg = round(bsz * lcfg.fake_degraded_fraction)
     n_gen = bsz - n_fake_deg
-    n_mix = round(bsz * lcfg.mix_fraction)
+    n_mix_full = round(bsz * lcfg.mix_fraction)
+    mix_from = round(total * lcfg.mix_start)
     size = cfg.model.native_size
     loader = DataLoader(
         stream,
@@ -410,6 +412,7 @@ def _train(
         "d_real",
         "d_fake",
         "d_mix",
+        "d_rank",
         "loss_g",
         "g_rec",
         "g_adv",
@@ -436,6 +439,7 @@ def _train(
         real = batch["real"].to(device, non_blocking=True)
         deg = batch["degraded"].to(device, non_blocking=True)
         gen = torch.Generator().manual_seed(step_seed(seed, step, di.rank))
+        n_mix = n_mix_full if step >= mix_from else 0
         lm = jittered_landmarks(bsz, size, lcfg.landmark_jitter, gen)
         wmap = region_weight_map(lm, size, lcfg.region_weights).to(device)
         _, target = swap_masks(
@@ -471,6 +475,11 @@ def _train(
         d_fake = weighted_bce(l_fake, 0.0, w_fake)
         d_mix = weighted_bce(l_mix, target, w_mix) if n_mix else logits.new_zeros(())
         loss_d = 0.5 * (d_real + d_fake) + lcfg.mix_weight * d_mix
+        if lcfg.rank_weight:
+            d_rank = paired_rank_loss(l_real, l_fake, wmap)
+            loss_d = loss_d + lcfg.rank_weight * d_rank
+        else:
+            d_rank = logits.new_zeros(())
         if lcfg.consistency_weight and n_mix:
             ref = mix(l_real[:n_mix].detach(), l_fake[:n_mix].detach(), target)
             loss_d = loss_d + lcfg.consistency_weight * (l_mix - ref).pow(2).mean()
@@ -508,6 +517,7 @@ def _train(
                 d_real,
                 d_fake,
                 d_mix,
+                d_rank,
                 loss_g,
                 g_rec,
                 g_adv,
@@ -537,7 +547,8 @@ def _train(
                 acc_f=f"{rec['acc_fake']:.2f}",
             )
             log.info(
-                "step %d/%d | D %.4f (real %.4f fake %.4f mix %.4f) | G %.4f (rec %.4f adv %.4f) "
+                "step %d/%d | D %.4f (real %.4f fake %.4f mix %.4f rank %.4f) "
+                "| G %.4f (rec %.4f adv %.4f) "
                 "| D acc real px %.3f fake px %.3f (gen %.3f) mix px %.3f | %.2f s/step lr x%.2f",
                 step,
                 total,
@@ -545,6 +556,7 @@ def _train(
                 rec["d_real"],
                 rec["d_fake"],
                 rec["d_mix"],
+                rec["d_rank"],
                 rec["loss_g"],
                 rec["g_rec"],
                 rec["g_adv"],
