@@ -653,3 +653,46 @@ def test_paired_rank_loss_ranks_each_face_above_its_own_fake():
     r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
     paired_rank_loss(r, f, w).backward()
     assert (r.grad < 0).all() and (f.grad > 0).all()
+
+
+def test_split_faces_excludes_patterns_from_both_sides(tmp_path):
+    from ifqa_loss.train.config import DataConfig
+
+    for sub, names in {"photos": ["a", "b", "c"], "art": ["p", "q"]}.items():
+        (tmp_path / sub).mkdir()
+        for n in names:
+            cv2.imwrite(str(tmp_path / sub / f"{n}.png"), np.zeros((8, 8, 3), np.uint8))
+    cfg = DataConfig(train=["**/*.png"], val=["photos/c.png"], exclude=["art/q.png"])
+    train, val = split_faces(tmp_path, cfg)
+    assert [p.relative_to(tmp_path).as_posix() for p in train] == [
+        "art/p.png",
+        "photos/a.png",
+        "photos/b.png",
+    ]
+    assert val == [tmp_path / "photos/c.png"]
+    bad = DataConfig(train=["**/*.png"], val=["art/q.png"], exclude=["art/*.png"])
+    with pytest.raises(ValueError, match="also match data.exclude"):
+        split_faces(tmp_path, bad)
+
+
+def test_region_rank_loss_asks_the_map_to_follow_the_swap():
+    from ifqa_loss.train.fpr import region_rank_loss
+
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, 2:5, 2:5] = 1.0  # real eyes pasted on the fake face
+    w = torch.ones_like(target)
+    real = torch.full_like(target, 2.0)
+    fake = torch.full_like(target, -2.0)
+    local = mix(real, fake, target)  # a map that follows the swap
+    whole = torch.full_like(target, -2.0)  # a map that judges the whole (mostly fake) image
+    sp = F.softplus
+    assert torch.allclose(region_rank_loss(real, fake, local, target, w), sp(torch.tensor(-4.0)))
+    want = (sp(torch.tensor(-4.0)) + sp(torch.tensor(0.0))) / 2
+    assert torch.allclose(region_rank_loss(real, fake, whole, target, w), want)
+    # a crop that misses the regions keeps only the term it has pixels for
+    none = torch.zeros_like(target)
+    assert torch.allclose(region_rank_loss(real, fake, whole, none, w), sp(torch.tensor(-4.0)))
+    # the gradient lowers the mixed map on its fake pixels and raises it on its real ones
+    m = whole.clone().requires_grad_()
+    region_rank_loss(real, fake, m, target, w).backward()
+    assert (m.grad[:, :, 2:5, 2:5] < 0).all() and (m.grad[:, :, 6:, 6:] >= 0).all()

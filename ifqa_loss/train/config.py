@@ -43,12 +43,14 @@ class DataConfig:
     ``root`` is resolved in this order: the ``--data-root`` option, ``$IFQA_FACES_DIR``, this
     value (relative paths are taken from the current directory). ``train`` holds glob patterns
     relative to the root; ``val`` holds held-out files relative to the root, which are removed
-    from the training set even when a pattern matches them.
+    from the training set even when a pattern matches them. ``exclude`` holds glob patterns of
+    files used for neither (e.g. paintings in a folder of photographs).
     """
 
     root: str = "../shared/data/faces"
     train: list[str] = field(default_factory=lambda: ["**/*.png", "**/*.jpg"])
     val: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
     base_size: int = 512
     hflip: bool = True
     # Geometric and colour augmentation of the clean face before it is degraded (our addition,
@@ -142,6 +144,11 @@ class LossConfig:
     # what the metric is used for, and the pair cancels the face-to-face content that
     # per-pixel labels alone have to fight.
     rank_weight: float = 0.0
+    # The same inside the region-mixed samples (ours; needs mix_fraction > 0): the swapped-in
+    # fake regions must score below the real face on the same pixels, the swapped-in real
+    # regions above the fake. It asks for a map that follows the swap without the per-pixel
+    # BCE on the mix (mix_weight), which held the discriminator near chance in our CPU runs.
+    mix_rank_weight: float = 0.0
     fake_degraded_fraction: float = 0.5
     landmark_jitter: float = 0.02
     # Visibility weighting of fake pixels (our addition; 0 = off): a fake pixel's BCE weight is

@@ -63,11 +63,12 @@ def list_images(root: str | os.PathLike, patterns: Sequence[str]) -> list[Path]:
 
 
 def split_faces(root: str | os.PathLike, cfg: DataConfig) -> tuple[list[Path], list[Path]]:
-    """``(train, val)`` file lists; held-out files never appear in the training list.
+    """``(train, val)`` file lists; held-out and excluded files never appear in training.
 
     Raises:
         FileNotFoundError: the root or a listed held-out file does not exist, or no training
             image matched.
+        ValueError: a held-out file also matches ``exclude``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -78,7 +79,10 @@ def split_faces(root: str | os.PathLike, cfg: DataConfig) -> tuple[list[Path], l
     missing = [str(v) for v in val if not v.is_file()]
     if missing:
         raise FileNotFoundError(f"held-out face(s) not found: {missing[:5]}")
-    held = {v.resolve() for v in val}
+    excluded = {p.resolve() for p in list_images(root, cfg.exclude)} if cfg.exclude else set()
+    if clash := [str(v) for v in val if v.resolve() in excluded]:
+        raise ValueError(f"held-out face(s) also match data.exclude: {clash[:5]}")
+    held = {v.resolve() for v in val} | excluded
     train = [p for p in list_images(root, cfg.train) if p.resolve() not in held]
     if not train:
         raise FileNotFoundError(f"no training images under {root} match {cfg.train}")

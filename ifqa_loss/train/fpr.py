@@ -113,6 +113,44 @@ def paired_rank_loss(
     return F.softplus(s_fake - s_real).mean()
 
 
+def region_rank_loss(
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    mixed_logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+) -> torch.Tensor:
+    """Paired ranking inside the swapped regions of region-mixed samples.
+
+    Sample ``i`` of all three logit maps shows the same face (and crop): the real face, its fake
+    and their mix with per-pixel target ``target`` (1 = real pixel). Where the mix shows fake
+    pixels, its weighted mean logit must be below the real face's on the same pixels; where it
+    shows real pixels, above the fake's on the same pixels. A discriminator that judges the
+    whole image cannot satisfy both, so this asks for the map to follow the swap, with each
+    comparison made between two versions of the same pixels (no content to fight). Terms whose
+    part of the image is empty (a crop missing the regions) are skipped. Zero when nothing is
+    left.
+    """
+    w = weight.expand_as(mixed_logits)
+    t = target.expand_as(mixed_logits)
+    losses = []
+    for part, upper, lower in (
+        (1.0 - t, real_logits, mixed_logits),
+        (t, mixed_logits, fake_logits),
+    ):
+        m = w * part
+        norm = m.sum((1, 2, 3))
+        keep = norm > 1e-6
+        if not keep.any():
+            continue
+        hi = (upper * m).sum((1, 2, 3))[keep] / norm[keep]
+        lo = (lower * m).sum((1, 2, 3))[keep] / norm[keep]
+        losses.append(F.softplus(lo - hi))
+    if not losses:
+        return mixed_logits.sum() * 0.0
+    return torch.cat(losses).mean()
+
+
 def pixel_accuracy(logits: torch.Tensor, target: torch.Tensor | float) -> torch.Tensor:
     """Share of pixels on the right side of 0.5 (targets are binarised at 0.5)."""
     if not isinstance(target, torch.Tensor):

@@ -48,6 +48,7 @@ from .fpr import (
     mix,
     paired_rank_loss,
     pixel_accuracy,
+    region_rank_loss,
     region_weight_map,
     swap_masks,
     visibility,
@@ -475,11 +476,14 @@ def _train(
         d_fake = weighted_bce(l_fake, 0.0, w_fake)
         d_mix = weighted_bce(l_mix, target, w_mix) if n_mix else logits.new_zeros(())
         loss_d = 0.5 * (d_real + d_fake) + lcfg.mix_weight * d_mix
+        d_rank = logits.new_zeros(())
         if lcfg.rank_weight:
-            d_rank = paired_rank_loss(l_real, l_fake, wmap)
-            loss_d = loss_d + lcfg.rank_weight * d_rank
-        else:
-            d_rank = logits.new_zeros(())
+            d_rank = d_rank + lcfg.rank_weight * paired_rank_loss(l_real, l_fake, wmap)
+        if lcfg.mix_rank_weight and n_mix:
+            d_rank = d_rank + lcfg.mix_rank_weight * region_rank_loss(
+                l_real[:n_mix], l_fake[:n_mix], l_mix, target, wmap[:n_mix]
+            )
+        loss_d = loss_d + d_rank
         if lcfg.consistency_weight and n_mix:
             ref = mix(l_real[:n_mix].detach(), l_fake[:n_mix].detach(), target)
             loss_d = loss_d + lcfg.consistency_weight * (l_mix - ref).pow(2).mean()
