@@ -160,7 +160,11 @@ def test_heatmaps_written_with_region_columns(mixed, tmp_path):
         assert ov.shape == cv2.imread(r["path"]).shape  # overlay at the image's size
         cmap = cv2.imread(r["heatmap"].replace("_overlay.png", "_map.png"))
         m = metric.score_files([r["path"]], return_maps=True)[0]["map"]
-        assert np.array_equal(cmap, colorize(m))  # the original release's colour map
+        # the original release's colour map; batched and one-at-a-time scoring may differ in
+        # the last float bits, which can move a pixel to the neighbouring colour-map entry
+        want = colorize(m)
+        diff = np.abs(cmap.astype(int) - want.astype(int))
+        assert diff.max() <= 8 and (diff.max(-1) == 0).mean() > 0.999, (diff.max(), diff.mean())
     assert not list(heat.glob(".*"))  # no temporary files left
 
 
