@@ -111,13 +111,13 @@ register_model(
 register_model(
     ModelConfig(
         name="ifqa-lite",
-        builder=partial(IFQACNN, width=0.125, native_size=256),
+        builder=partial(IFQACNN, width=0.25, native_size=256),
         native_size=256,
         interpolation="bilinear",
         weight_file="ifqa-lite.safetensors",
         source="bundled with ifqa-loss (trained by this project; see weights/MODEL_CARD.md)",
         bundled=True,
-        params="1.6M",
+        params="6.6M",
         description="a small ifqa-architecture discriminator trained by ifqa-loss",
     )
 )
