@@ -678,6 +678,21 @@ def test_split_faces_excludes_patterns_from_both_sides(tmp_path):
         split_faces(tmp_path, bad)
 
 
+def test_training_faces_take_the_same_image_extensions_as_scoring(tmp_path):
+    from ifqa_loss._io import IMAGE_EXTS
+    from ifqa_loss.train.data import list_images
+
+    for ext in (".png", ".JPG", ".tif", ".tiff", ".webp"):
+        cv2.imwrite(str(tmp_path / f"face{ext.lower()}"), np.zeros((8, 8, 3), np.uint8))
+        if ext.isupper():
+            (tmp_path / f"face{ext.lower()}").rename(tmp_path / f"face{ext}")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "face.npy").write_bytes(b"")
+    found = [p.name for p in list_images(tmp_path, ["*"])]
+    assert found == sorted(["face.png", "face.JPG", "face.tif", "face.tiff", "face.webp"])
+    assert all(Path(n).suffix.lower() in IMAGE_EXTS for n in found)
+
+
 def test_region_rank_loss_asks_the_map_to_follow_the_swap():
     from ifqa_loss.train.fpr import region_rank_loss
 

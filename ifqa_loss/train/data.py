@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from .._io import IMAGE_EXTS
 from .config import DataConfig, DegradationConfig
 from .degradations import random_degradation
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def resize_antialiased(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -56,9 +55,7 @@ def list_images(root: str | os.PathLike, patterns: Sequence[str]) -> list[Path]:
     root = Path(root)
     found: set[Path] = set()
     for pat in patterns:
-        found.update(
-            p for p in root.glob(pat) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        found.update(p for p in root.glob(pat) if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
     return sorted(found)
 
 
