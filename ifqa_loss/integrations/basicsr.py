@@ -407,6 +407,19 @@ def _collect_terms(model: object) -> dict[str, torch.Tensor]:
     return out
 
 
+def _patch(owner: Any, attr: str, make: Any) -> bool:
+    """Replace ``owner.attr`` by ``make(original)`` unless already patched; True if it did."""
+    original = getattr(owner, attr)
+    if getattr(original, _PATCH_FLAG, False):
+        return False
+    wrapper = make(original)
+    wrapper.__doc__ = original.__doc__
+    wrapper.__wrapped__ = original
+    setattr(wrapper, _PATCH_FLAG, True)
+    setattr(owner, attr, wrapper)
+    return True
+
+
 def patch_loss_logging() -> bool:
     """Make ``BaseModel.reduce_loss_dict`` add the terms of the IFQA losses a model holds.
 
@@ -417,23 +430,18 @@ def patch_loss_logging() -> bool:
     """
     from basicsr.models.base_model import BaseModel
 
-    original = BaseModel.reduce_loss_dict
-    if getattr(original, _PATCH_FLAG, False):
-        return False
+    def make(original):
+        def reduce_loss_dict(self, loss_dict):
+            extra = _collect_terms(self)
+            if extra:
+                loss_dict = OrderedDict(loss_dict)
+                for k, v in extra.items():
+                    loss_dict.setdefault(k, v)
+            return original(self, loss_dict)
 
-    def reduce_loss_dict(self, loss_dict):
-        extra = _collect_terms(self)
-        if extra:
-            loss_dict = OrderedDict(loss_dict)
-            for k, v in extra.items():
-                loss_dict.setdefault(k, v)
-        return original(self, loss_dict)
+        return reduce_loss_dict
 
-    reduce_loss_dict.__doc__ = original.__doc__
-    reduce_loss_dict.__wrapped__ = original  # type: ignore[attr-defined]
-    setattr(reduce_loss_dict, _PATCH_FLAG, True)
-    BaseModel.reduce_loss_dict = reduce_loss_dict
-    return True
+    return _patch(BaseModel, "reduce_loss_dict", make)
 
 
 def patch_optimizer_betas() -> bool:
@@ -444,21 +452,16 @@ def patch_optimizer_betas() -> bool:
     """
     from basicsr.models.base_model import BaseModel
 
-    original = BaseModel.get_optimizer
-    if getattr(original, _PATCH_FLAG, False):
-        return False
+    def make(original):
+        def get_optimizer(self, optim_type, params, lr, **kwargs):
+            betas = kwargs.get("betas")
+            if isinstance(betas, (tuple, list)) and not any(torch.is_tensor(b) for b in betas):
+                kwargs["betas"] = tuple(float(b) for b in betas)
+            return original(self, optim_type, params, lr, **kwargs)
 
-    def get_optimizer(self, optim_type, params, lr, **kwargs):
-        betas = kwargs.get("betas")
-        if isinstance(betas, (tuple, list)) and not any(torch.is_tensor(b) for b in betas):
-            kwargs["betas"] = tuple(float(b) for b in betas)
-        return original(self, optim_type, params, lr, **kwargs)
+        return get_optimizer
 
-    get_optimizer.__doc__ = original.__doc__
-    get_optimizer.__wrapped__ = original  # type: ignore[attr-defined]
-    setattr(get_optimizer, _PATCH_FLAG, True)
-    BaseModel.get_optimizer = get_optimizer
-    return True
+    return _patch(BaseModel, "get_optimizer", make)
 
 
 def patch_jpeg_quality() -> bool:
@@ -469,18 +472,13 @@ def patch_jpeg_quality() -> bool:
     """
     from basicsr.data import degradations
 
-    original = degradations.add_jpg_compression
-    if getattr(original, _PATCH_FLAG, False):
-        return False
+    def make(original):
+        def add_jpg_compression(img, quality=90):
+            return original(img, round(float(quality)))
 
-    def add_jpg_compression(img, quality=90):
-        return original(img, round(float(quality)))
+        return add_jpg_compression
 
-    add_jpg_compression.__doc__ = original.__doc__
-    add_jpg_compression.__wrapped__ = original  # type: ignore[attr-defined]
-    setattr(add_jpg_compression, _PATCH_FLAG, True)
-    degradations.add_jpg_compression = add_jpg_compression
-    return True
+    return _patch(degradations, "add_jpg_compression", make)
 
 
 def register(patch_log: bool = True) -> dict[str, list[str]]:
