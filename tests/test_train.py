@@ -513,12 +513,11 @@ def test_heatmap_is_lower_where_the_eyes_were_blurred(source):
     outside &= face_region_masks(None, n, ("eyes",))[0, 0] < 0.05
     drop = maps[0] - maps[1]  # clean map minus degraded map
     drop_in, drop_out = drop[inside].mean().item(), drop[outside].mean().item()
-    # the map falls where the face was degraded, and at least as much there as elsewhere;
-    # the bundled model's maps are not local (weights/MODEL_CARD.md, "Heatmaps": over the 16
-    # held-out faces they fall about as much on the rest of the face), so this does not ask
-    # for more; benchmarks/heatmap_locality.py measures it over every held-out face
-    assert drop_in > 0.02, (drop_in, drop_out)
-    assert drop_in > drop_out, (drop_in, drop_out)
+    # the map falls where the face was degraded, and much more there than elsewhere (the
+    # bundled model: about 2.5x for both faces; benchmarks/heatmap_locality.py measures it
+    # over every held-out face, weights/MODEL_CARD.md gives the figures)
+    assert drop_in > 0.05, (drop_in, drop_out)
+    assert drop_in > 2 * drop_out, (drop_in, drop_out)
     # and inside the degraded region it is lower than on the untouched rest of the face
     assert maps[1][inside].mean() < maps[1][outside].mean()
 
