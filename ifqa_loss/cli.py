@@ -241,7 +241,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ifqa", description="IFQA face quality: score, convert, train")
+    p = argparse.ArgumentParser(
+        prog="ifqa", description="IFQA face quality: score, compare, audit, convert, train"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log what is loaded")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -283,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .report import add_compare_parser
 
     add_compare_parser(sub)
+
+    from .audit_cli import add_audit_parser
+
+    add_audit_parser(sub)
 
     m = sub.add_parser("models", help="list the registered models and where their weights are")
     m.set_defaults(func=cmd_models)

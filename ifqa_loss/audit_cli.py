@@ -1,0 +1,289 @@
+"""The ``ifqa audit`` command: which faces, which loss, which judge; then run and write."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ._io import IMAGE_EXTS, atomic_write_image, atomic_write_text
+from .audit import DEGRADATIONS, MIN_AUDIT_SIZE, AuditOptions, run_audit
+
+EXIT_OK, EXIT_USAGE = 0, 2
+DEFAULT_CONFIG = "lite_cpu"  # whose held-out faces (audit) and training faces (setting C)
+MAX_ASPECT = 1.1  # aligned face crops are square
+
+
+def _images_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"faces folder not found: {folder}")
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+    )
+    if not files:
+        raise ValueError(
+            f"no face images in {folder} (looked for {', '.join(IMAGE_EXTS)} files); the audit "
+            "takes a folder of clean, aligned face crops"
+        )
+    return files
+
+
+def load_faces(files: list[Path], size: int) -> list[torch.Tensor]:
+    """Read every file as a (3, size, size) face, or raise one error naming every bad file.
+
+    Accepted: readable images, square within 10% (aligned face crops), at least 64 px a side.
+    """
+    import cv2
+
+    from .train.data import load_face
+
+    bad = []
+    for f in files:
+        img = cv2.imread(os.fspath(f), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            bad.append(f"{f}: unreadable as an image")
+            continue
+        h, w = img.shape[:2]
+        if min(h, w) < MIN_AUDIT_SIZE or max(h, w) / min(h, w) > MAX_ASPECT:
+            bad.append(f"{f}: {w}x{h}")
+    if bad:
+        raise ValueError(
+            f"{len(bad)} file(s) cannot be audited; the audit takes aligned face crops: "
+            f"readable, square within {MAX_ASPECT:g}:1, at least {MIN_AUDIT_SIZE} px a side:\n  "
+            + "\n  ".join(bad[:10])
+        )
+    return [load_face(f, size) for f in files]
+
+
+def _default_split(data_root: str | None) -> tuple[list[Path], list[Path]]:
+    from .train.config import load_config
+    from .train.data import split_faces
+
+    cfg = load_config(DEFAULT_CONFIG)
+    return split_faces(cfg.faces_root(data_root), cfg.data)
+
+
+def choose_faces(args: argparse.Namespace) -> tuple[list[Path], list[Path] | None, str]:
+    """(audit faces, restorer training faces or None, description)."""
+    split: tuple[list[Path], list[Path]] | None = None
+    if args.faces is None or (args.train_faces is None and "C" in args.settings):
+        try:
+            split = _default_split(args.data_root)
+        except (FileNotFoundError, ValueError) as e:
+            if args.faces is None:
+                raise FileNotFoundError(
+                    f"no FACES_DIR given and the default held-out faces are not available ({e})"
+                ) from None
+    if args.faces is None:
+        faces, what = split[1], f"held-out faces of config {DEFAULT_CONFIG}"
+    else:
+        faces, what = _images_in(Path(args.faces)), f"all images in {args.faces}"
+    train = _images_in(Path(args.train_faces)) if args.train_faces else split and split[0]
+    if "C" in args.settings and not train:
+        raise ValueError(
+            "setting C trains a small restorer and needs training faces disjoint from the audit "
+            "faces: pass --train-faces DIR (or --settings AB)"
+        )
+    if train:
+        overlap = {p.resolve() for p in faces} & {p.resolve() for p in train}
+        if overlap:
+            raise ValueError(
+                f"{len(overlap)} audit face(s) are also training faces, e.g. "
+                f"{sorted(overlap)[0]}; the audit faces must be held out"
+            )
+    return faces[: args.limit] if args.limit else faces, train or None, what
+
+
+def _criterion(args: argparse.Namespace):
+    from .loss import FPR_WEIGHTS, IFQALoss
+
+    regions = None
+    if args.region_weights:
+        regions = (
+            FPR_WEIGHTS if args.region_weights == "fpr" else yaml.safe_load(args.region_weights)
+        )
+        if not isinstance(regions, dict):
+            raise ValueError(
+                f"--region-weights must be 'fpr' or a mapping such as '{{eyes: 2, mouth: 2}}', "
+                f"got {args.region_weights!r}"
+            )
+    return IFQALoss(model=args.model, weights=args.weights, form=args.form, region_weights=regions)
+
+
+def _judge(args: argparse.Namespace, criterion) -> Any:
+    from .metric import IFQAMetric
+
+    if args.judge == "none":
+        return None
+    judge = IFQAMetric(model=args.judge, weights=args.judge_weights, device="cpu", batch_size=8)
+    if judge.weights_origin == criterion.weights_origin:
+        raise ValueError(
+            f"the judge ({args.judge}) is the loss's own discriminator; pick another --judge"
+        )
+    return judge
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
+    """Resolve everything, check every input, run the audit; returns (result, meta, faces)."""
+    from .identity import identity_distance, identity_note
+    from .metric import IFQAMetric
+
+    opts = AuditOptions(
+        settings=args.settings,
+        size=args.size,
+        steps=args.steps,
+        lr=args.lr,
+        fidelity_weight=args.fidelity_weight,
+        all_degradations=args.all_degradations,
+        restorer_warmup=args.restorer_warmup,
+        restorer_steps=args.restorer_steps,
+        ifqa_weight=args.ifqa_weight,
+        seed=args.seed,
+    )
+    opts.check()
+    files, train_files, what = choose_faces(args)
+    faces = load_faces(files, opts.size)
+    train = load_faces(train_files, opts.size) if train_files and "C" in opts.settings else None
+    criterion = _criterion(args)
+    judge = _judge(args, criterion)
+    own = IFQAMetric(model=criterion.discriminator, device="cpu", batch_size=8)
+    meta = {
+        "model": criterion.model_name,
+        "weights": criterion.weights_origin,
+        "loss": repr(criterion),
+        "judge": judge.model_name if judge else None,
+        "judge_weights": judge.weights_origin if judge else None,
+        "faces": what,
+        "face_files": [os.fspath(f) for f in files],
+        "train_faces": len(train or []),
+    }
+    print(f"# loss: {criterion!r}")
+    print(f"# judge: {meta['judge']} ({meta['judge_weights']})")
+    print(f"# faces: {len(files)} ({what}); restorer training faces: {meta['train_faces']}")
+    ident = identity_distance()
+    res = run_audit(
+        criterion,
+        faces,
+        own=own,
+        judge=judge,
+        train_faces=train,
+        options=opts,
+        identity=ident,
+        progress=args.progress if args.progress is not None else sys.stderr.isatty(),
+    )
+    res["identity_note"] = identity_note() if ident is None else ""
+    meta["seconds"] = round(res["seconds"], 1)
+    return res, meta, files
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """``ifqa audit``: 0 when the audit ran (whatever its verdicts), 2 for bad input."""
+    from .audit_report import format_table, picture_grid, to_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+    try:
+        res, meta, files = run(args)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        print(f"ifqa audit: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_table(res))
+    out = Path(args.out)
+    grid = atomic_write_image(out / "grid.png", picture_grid(res, [f.name for f in files]))
+    doc = atomic_write_text(out / "audit.json", to_json(res, meta))
+    print(f"\nwrote {grid} and {doc} ({time.time() - t0:.0f} s)")
+    return EXIT_OK
+
+
+def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``audit`` sub-command to an ``ifqa`` sub-parser set."""
+    d = AuditOptions()
+    a = subparsers.add_parser(
+        "audit",
+        help="does minimising the loss make faces better, or does it fool the discriminator?",
+        description=(
+            "Optimise against the loss as configured (A: pixels alone; B: pixels with a "
+            "fidelity term; C: a small restorer trained with L1 vs L1 + w * IFQA) and measure "
+            "the results with what the loss never sees: PSNR/SSIM to the clean face and an "
+            "independent judge. Degradations: "
+            + "; ".join(f"{x.name}: {x.label}" for x in DEGRADATIONS)
+            + ". Verdict GAMED when PSNR falls by more than 1 dB on average or more than half "
+            "of the faces end realer than real."
+        ),
+    )
+    a.add_argument(
+        "faces",
+        nargs="?",
+        default=None,
+        metavar="FACES_DIR",
+        help="folder of clean aligned faces (default: the held-out faces of the bundled "
+        "model's training config, under ../shared/data/faces or $IFQA_FACES_DIR)",
+    )
+    a.add_argument("--out", default="audit", help="output folder (default: audit)")
+    a.add_argument("--model", default="auto", help="the loss's model (auto | ifqa | ifqa-lite ...)")
+    a.add_argument("--weights", default=None, help="checkpoint for --model")
+    a.add_argument("--form", default="one_minus", help="IFQALoss form (default one_minus)")
+    a.add_argument(
+        "--region-weights",
+        default=None,
+        help="'fpr' (eyes 2, nose 1.5, mouth 2) or a mapping, e.g. '{eyes: 2, mouth: 2}'",
+    )
+    a.add_argument(
+        "--judge",
+        default="ifqa-judge",
+        help="independent judge model, or 'none' (default ifqa-judge)",
+    )
+    a.add_argument("--judge-weights", default=None, help="checkpoint for --judge")
+    a.add_argument(
+        "--train-faces",
+        default=None,
+        metavar="DIR",
+        help="clean faces to train the setting-C restorer on (default: the bundled model's "
+        "training faces, when available)",
+    )
+    a.add_argument("--data-root", default=None, help="faces root of the default split")
+    a.add_argument(
+        "--limit", type=int, default=16, help="audit at most N faces (default 16; 0: all)"
+    )
+    a.add_argument("--settings", default=d.settings, help="which of A, B, C to run (default ABC)")
+    a.add_argument("--size", type=int, default=d.size, help=f"image side (default {d.size})")
+    a.add_argument("--steps", type=int, default=d.steps, help=f"A/B Adam steps (default {d.steps})")
+    a.add_argument("--lr", type=float, default=d.lr, help="A/B learning rate (default 1/255)")
+    a.add_argument(
+        "--fidelity-weight",
+        type=float,
+        default=d.fidelity_weight,
+        help="B: weight of the 3x3-box L1 term to the degraded input "
+        f"(default {d.fidelity_weight:g})",
+    )
+    a.add_argument(
+        "--all-degradations",
+        action="store_true",
+        help="every face under every degradation (default: face i gets degradation i mod 4)",
+    )
+    a.add_argument("--restorer-warmup", type=int, default=d.restorer_warmup, help="C: L1 steps")
+    a.add_argument(
+        "--restorer-steps", type=int, default=d.restorer_steps, help="C: steps per branch"
+    )
+    a.add_argument(
+        "--ifqa-weight", type=float, default=d.ifqa_weight, help="C: w in L1 + w * IFQA (0.1)"
+    )
+    a.add_argument("--seed", type=int, default=d.seed)
+    a.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    a.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tqdm progress bar (default: when stderr is a terminal)",
+    )
+    a.set_defaults(func=cmd_audit)
+    return a
