@@ -18,6 +18,9 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_SOME_FAILED = 3
 EXIT_ALL_FAILED = 4
+EXIT_NO_FACE = 5  # --align: every file was read, but some photos had no face
+
+BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
 
 def _expand(inputs: list[str], recursive: bool) -> tuple[list[str], list[str]]:
@@ -86,6 +89,46 @@ def _heatmap_writer(folder: str, names: dict[str, str]):
     return on_batch
 
 
+def _photo_heatmap_writer(folder: str, names: dict[str, str], crop_size: int):
+    """``on_batch`` callback for ``--align``: ``<name>_face<k>_map.png`` per face (the
+    original colour map on the aligned crop) and ``<name>_overlay.png``, the photo with every
+    face's map warped back over it, labelled with the face index and score."""
+    import numpy as np
+
+    from ._io import atomic_write_image as save
+    from .align import paste_heatmaps
+    from .heatmap import colorize
+    from .preprocess import read_image_bgr
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def on_batch(records: list[dict]) -> None:
+        for group in _group_by_file(records, align=True):
+            group = [r for r in group if r["score"] is not None]
+            if not group:
+                continue
+            name = names[group[0]["path"]]
+            for r in group:
+                save(out / f"{name}_face{r['face']}_map.png", colorize(r["map"]))
+            try:
+                photo = read_image_bgr(group[0]["path"])
+            except (OSError, ValueError):  # pragma: no cover - it was just decoded
+                continue
+            picture = paste_heatmaps(
+                photo,
+                [r["map"] for r in group],
+                [np.asarray(r["matrix"]) for r in group],
+                crop_size,
+                labels=[f"{r['face']}: {r['score']:.3f}" for r in group],
+            )
+            save(out / f"{name}_overlay.png", picture)
+            for r in group:
+                r["heatmap"] = str(out / f"{name}_overlay.png")
+
+    return on_batch
+
+
 def _distributed() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -94,16 +137,195 @@ def _distributed() -> tuple[int, int, int]:
     return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def cmd_score(args: argparse.Namespace) -> int:
+def _align_options(args: argparse.Namespace):
+    """The ``--align`` settings, or None without ``--align`` (checks that dlib is there)."""
+    if not args.align:
+        return None
+    from .align import AlignOptions, require
+
+    require()
+    return AlignOptions(size=args.align_size, upsample=args.upsample)
+
+
+def _build_metric(args: argparse.Namespace, local_rank: int):
+    """The metric of ``ifqa score``, on ``--device`` or this rank's GPU, else the CPU."""
+    import torch
+
+    from .metric import IFQAMetric
+
+    device = args.device
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    return IFQAMetric(
+        model=args.model,
+        weights=args.weights,
+        device=device,
+        batch_size=args.batch_size,
+        amp=args.amp,
+        compile=args.compile,
+    )
+
+
+def _init_distributed(metric) -> None:
+    import torch
+    import torch.distributed as dist
+
+    if metric.device.type == "cuda":
+        torch.cuda.set_device(metric.device)
+    dist.init_process_group("nccl" if metric.device.type == "cuda" else "gloo")
+
+
+def _score_meta(metric, world: int, align) -> dict:
+    """Provenance of a run: written in the JSON's ``meta`` and the first line of stdout."""
+    from dataclasses import asdict
+
+    from . import __version__
+
+    meta = {
+        "model": metric.model_name,
+        "weights": metric.weights_origin,
+        "device": str(metric.device) if world == 1 else f"{metric.device.type} x{world}",
+        "ifqa_loss": __version__,
+    }
+    if align is not None:
+        meta["align"] = {"detector": "dlib HOG + 68-point predictor", **asdict(align)}
+    return meta
+
+
+def _group_by_file(records: list[dict], align: bool) -> list[list[dict]]:
+    """Split one rank's records into one list per input file (a face 0 starts a photo)."""
+    if not align:
+        return [[r] for r in records]
+    groups: list[list[dict]] = []
+    for r in records:
+        if r.get("face") in (None, 0) or not groups:
+            groups.append([])
+        groups[-1].append(r)
+    return groups
+
+
+def _score_all(args, metric, paths: list[str], rank: int, world: int, align) -> list[dict]:
+    """Score this rank's share of ``paths`` (every world-th file from rank); with torchrun,
+    gather every rank's records in input order (all ranks get them)."""
+    from .scoring import default_workers
+
+    mine = list(range(rank, len(paths), world))
+    on_batch = None
+    if args.heatmaps:
+        names = dict(zip(paths, _heatmap_names(paths), strict=True))
+        if align is None:
+            on_batch = _heatmap_writer(args.heatmaps, names)
+        else:
+            on_batch = _photo_heatmap_writer(args.heatmaps, names, align.size)
+    part = metric.score_files(
+        [paths[i] for i in mine],
+        regions=args.regions or bool(args.heatmaps),
+        workers=default_workers() if args.workers is None else args.workers,
+        progress=args.progress,
+        on_batch=on_batch,
+        align=align or False,
+    )
+    if world == 1:
+        return part
+    import torch.distributed as dist
+
+    gathered: list = [None] * world
+    groups = _group_by_file(part, align is not None)
+    dist.all_gather_object(gathered, list(zip(mine, groups, strict=True)))
+    dist.destroy_process_group()
+    per_file: list = [None] * len(paths)
+    for pairs in gathered:
+        for i, group in pairs:
+            per_file[i] = group
+    return [r for group in per_file for r in group]
+
+
+def _exit_code(records: list[dict]) -> int:
+    """0 all scored; 3 some files unreadable; 5 (``--align``) some photos without a face and
+    none unreadable; 4 nothing scored at all."""
+    if not any(r["score"] is not None for r in records):
+        return EXIT_ALL_FAILED
+    if any(r["error"] is not None and r.get("faces") is None for r in records):
+        return EXIT_SOME_FAILED
+    if any(r.get("faces") == 0 for r in records):
+        return EXIT_NO_FACE
+    return EXIT_OK
+
+
+def _print_records(records: list[dict]) -> None:
+    for r in records:
+        where = r["path"] if r.get("face") is None else f"{r['path']}\t#{r['face']}"
+        if r.get("faces") == 0:
+            print(f"{where}\tNO FACE")
+        elif r["score"] is None:
+            print(f"{where}\tERROR\t{r['error']}")
+        else:
+            print(f"{where}\t{r['score']:.6f}")
+
+
+def _summarise(records: list[dict], skipped: list[str], align: bool) -> dict:
+    """Counts and statistics of the scores; printed and written in the JSON's ``summary``."""
+    ok = [r["score"] for r in records if r["score"] is not None]
+    if align:
+        files = _group_by_file(records, True)
+        no_face = sum(1 for g in files if g[0].get("faces") == 0)
+        failed = sum(1 for g in files if g[0].get("faces") is None)
+        summary = {"count": len(files), "faces": len(ok), "no_face": no_face, "failed": failed}
+        what = f"{len(ok)} face(s) in {len(files) - no_face - failed} of {len(files)} photos"
+        what += f" (no face {no_face}, failed {failed})"
+    else:
+        summary = {"count": len(records), "scored": len(ok), "failed": len(records) - len(ok)}
+        what = f"{len(ok)} of {len(records)} (failed {summary['failed']})"
+    summary["skipped"] = len(skipped)
+    if not ok:
+        why = "no face could be scored" if align else "every file failed"
+        print(f"# scored 0 of {summary['count']}: {why}", file=sys.stderr)
+        return summary
+    summary.update(
+        mean=statistics.fmean(ok),
+        std=statistics.stdev(ok) if len(ok) > 1 else 0.0,
+        min=min(ok),
+        max=max(ok),
+    )
+    print(
+        f"# scored {what}: mean {summary['mean']:.6f} std {summary['std']:.6f} "
+        f"min {summary['min']:.6f} max {summary['max']:.6f}"
+    )
+    return summary
+
+
+def _csv_columns(args: argparse.Namespace) -> list[str]:
+    cols = ["path", "face", "faces", *BOX_COLUMNS] if args.align else ["path"]
+    cols += ["score", "error"]
+    if args.regions or args.heatmaps:
+        cols += ["eyes", "nose", "mouth", "rest"]
+    if args.heatmaps:
+        cols.append("heatmap")
+    return cols
+
+
+def _write_results(args, meta: dict, summary: dict, records: list[dict], skipped) -> None:
+    """The CSV (a plain table, header first) and the JSON (``meta``, ``summary``,
+    ``records``, ``skipped``), each written atomically."""
     import csv
     import io
 
-    import torch
+    if args.csv:
+        buf = io.StringIO()
+        w = csv.DictWriter(
+            buf, fieldnames=_csv_columns(args), extrasaction="ignore", lineterminator="\n"
+        )
+        w.writeheader()
+        for r in records:
+            box = r.get("box") or [None] * 4
+            w.writerow(r | dict(zip(BOX_COLUMNS, box, strict=True)))
+        atomic_write_text(args.csv, buf.getvalue())
+    if args.json:
+        doc = {"meta": meta, "summary": summary, "records": records, "skipped": skipped}
+        atomic_write_text(args.json, json.dumps(doc, indent=1))
 
-    from . import __version__
-    from .metric import IFQAMetric
-    from .scoring import default_workers
 
+def cmd_score(args: argparse.Namespace) -> int:
     rank, world, local_rank = _distributed()
     paths, skipped = _expand(args.paths, args.recursive)
     if not paths:
@@ -118,103 +340,28 @@ def cmd_score(args: argparse.Namespace) -> int:
             f"ifqa score: skipped {len(skipped)} non-image file(s), e.g. {skipped[0]}",
             file=sys.stderr,
         )
-    workers = default_workers() if args.workers is None else args.workers
-    device = args.device
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    regions = args.regions or bool(args.heatmaps)
-    metric = IFQAMetric(
-        model=args.model,
-        weights=args.weights,
-        device=device,
-        batch_size=args.batch_size,
-        amp=args.amp,
-        compile=args.compile,
-    )
+    try:
+        align = _align_options(args)
+    except ImportError as e:
+        print(f"ifqa score: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    metric = _build_metric(args, local_rank)
     if world > 1:
-        import torch.distributed as dist
-
-        if metric.device.type == "cuda":
-            torch.cuda.set_device(metric.device)
-        dist.init_process_group("nccl" if metric.device.type == "cuda" else "gloo")
-    meta = {
-        "model": metric.model_name,
-        "weights": metric.weights_origin,
-        "device": str(metric.device) if world == 1 else f"{metric.device.type} x{world}",
-        "ifqa_loss": __version__,
-    }
+        _init_distributed(metric)
+    meta = _score_meta(metric, world, align)
     if rank == 0:
         print(f"# model: {meta['model']}  weights: {meta['weights']}  device: {meta['device']}")
-    mine = list(range(rank, len(paths), world))  # rank r scores every world-th file from r
-    on_batch = None
-    if args.heatmaps:
-        names = dict(zip(paths, _heatmap_names(paths), strict=True))
-        on_batch = _heatmap_writer(args.heatmaps, names)
     try:
-        part = metric.score_files(
-            [paths[i] for i in mine],
-            regions=regions,
-            workers=workers,
-            progress=args.progress,
-            on_batch=on_batch,
-        )
+        records = _score_all(args, metric, paths, rank, world, align)
     except KeyboardInterrupt:
         print("ifqa score: interrupted; no result file was written", file=sys.stderr)
         return 130
-    if world > 1:
-        gathered: list = [None] * world
-        dist.all_gather_object(gathered, list(zip(mine, part, strict=True)))
-        dist.destroy_process_group()
-        records = [None] * len(paths)
-        for pairs in gathered:
-            for i, rec in pairs:
-                records[i] = rec
-    else:
-        records = part
-    ok = [r["score"] for r in records if r["score"] is not None]
-    code = EXIT_ALL_FAILED if not ok else EXIT_SOME_FAILED if len(ok) < len(records) else EXIT_OK
+    code = _exit_code(records)
     if rank != 0:
         return code
-    for r in records:
-        if r["score"] is None:
-            print(f"{r['path']}\tERROR\t{r['error']}")
-        else:
-            print(f"{r['path']}\t{r['score']:.6f}")
-    summary = {
-        "count": len(records),
-        "scored": len(ok),
-        "failed": len(records) - len(ok),
-        "skipped": len(skipped),
-    }
-    if ok:
-        summary.update(
-            mean=statistics.fmean(ok),
-            std=statistics.stdev(ok) if len(ok) > 1 else 0.0,
-            min=min(ok),
-            max=max(ok),
-        )
-        print(
-            f"# scored {len(ok)} of {len(records)} (failed {summary['failed']}): "
-            f"mean {summary['mean']:.6f} std {summary['std']:.6f} "
-            f"min {summary['min']:.6f} max {summary['max']:.6f}"
-        )
-    else:
-        print(f"# scored 0 of {len(records)}: every file failed", file=sys.stderr)
-    cols = ["path", "score", "error"]
-    if regions:
-        cols += ["eyes", "nose", "mouth", "rest"]
-    if args.heatmaps:
-        cols.append("heatmap")
-    if args.csv:
-        buf = io.StringIO()
-        buf.write("# " + " ".join(f"{k}={v}" for k, v in meta.items()) + "\n")
-        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        w.writerows(records)
-        atomic_write_text(args.csv, buf.getvalue())
-    if args.json:
-        doc = {"meta": meta, "summary": summary, "records": records, "skipped": skipped}
-        atomic_write_text(args.json, json.dumps(doc, indent=1))
+    _print_records(records)
+    summary = _summarise(records, skipped, align is not None)
+    _write_results(args, meta, summary, records, skipped)
     return code
 
 
@@ -269,6 +416,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write <name>_map.png (original colour map) and <name>_overlay.png per face; "
         "adds the region means to the CSV",
+    )
+    s.add_argument(
+        "--align",
+        action="store_true",
+        help="photos: find every face (dlib), align it to the FFHQ crop and score each face; "
+        'one row per face (pip install "ifqa-loss[align]")',
+    )
+    s.add_argument(
+        "--align-size", type=int, default=512, help="side of the aligned crops (default 512)"
+    )
+    s.add_argument(
+        "--upsample",
+        type=int,
+        default=1,
+        help="--align: times the detector doubles the photo (0: faces >= ~80 px, fastest; "
+        "1: >= ~40 px, default)",
     )
     s.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="CUDA autocast")
     s.add_argument(

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 
 from ._holder import HoldsDiscriminator, WeightsArg, resolve_model
+from .align import AlignOptions
 from .masks import face_region_masks
 from .preprocess import check_images, check_range, to_model_input
 
@@ -153,6 +154,7 @@ class IFQAMetric(HoldsDiscriminator):
         workers: int = 0,
         progress: bool | None = False,
         on_batch: Callable[[list[dict]], None] | None = None,
+        align: bool | AlignOptions = False,
     ) -> list[dict]:
         """Score image files with the original release's preprocessing of this model.
 
@@ -173,18 +175,40 @@ class IFQAMetric(HoldsDiscriminator):
                 terminal).
             on_batch: called with each finished batch's records, maps included, e.g. to write
                 heatmaps as the run goes instead of keeping every map.
+            align: treat the files as photographs: find every face (dlib), align it to the
+                FFHQ crop (:mod:`ifqa_loss.align`) and score each crop as a file of that crop
+                would score. ``True`` for the defaults or an
+                :class:`~ifqa_loss.align.AlignOptions`. Needs ``pip install
+                "ifqa-loss[align]"``. Region means then use each face's own 68 landmarks.
 
         Returns:
             One dict per path, in order: ``path``, ``score`` (float or None), ``error`` (str or
-            None), plus the region means and ``map`` as requested.
+            None), plus the region means and ``map`` as requested. With ``align``, one dict per
+            face instead, in the photo's left-to-right order, adding ``face`` (index),
+            ``faces`` (count in the photo), ``box`` ([x0, y0, x1, y1], pixels), ``confidence``
+            (detector score), ``landmarks`` (the five points in the photo) and ``matrix``
+            (the 2x3 photo -> crop affine, for :func:`~ifqa_loss.align.paste_back`); a photo
+            without a face gives one dict with ``faces=0``, ``face=None`` and ``error="no face
+            found"``; an unreadable file one with ``faces=None`` and its error.
         """
         from .scoring import score_paths
 
+        options = None
+        if align:
+            from .align import require
+
+            require()  # the missing extra is one clear error, not one per file
+            options = align if isinstance(align, AlignOptions) else AlignOptions()
         region_fn = None
         if regions:
+            crop = (options.size, options.size) if options is not None else None
 
-            def region_fn(maps: torch.Tensor) -> dict[str, torch.Tensor]:
-                reg = self.region_scores(maps=maps)
+            def region_fn(maps: torch.Tensor, landmarks: torch.Tensor | None = None):
+                if landmarks is None:
+                    reg = self.region_scores(maps=maps)
+                else:
+                    lm = landmarks.to(maps.device)
+                    reg = self.region_scores(maps=maps, landmarks=lm, image_size=crop)
                 return {name: reg[name] for name in BREAKDOWN_REGIONS}
 
         return score_paths(
@@ -198,4 +222,5 @@ class IFQAMetric(HoldsDiscriminator):
             return_maps=return_maps,
             progress=progress,
             on_batch=on_batch,
+            align=options,
         )

@@ -36,14 +36,34 @@ def test_score_folder_with_a_failure(folder, cnn_ckpt, tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.startswith("# model: ifqa  weights: ")
     assert "scored 2 of 3 (failed 1)" in text
-    lines = out_csv.read_text().splitlines()
-    assert lines[0].startswith("# model=ifqa weights=")
-    rows = list(csv.DictReader(lines[1:]))
+    with out_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))  # a plain table: the header comes first
+    assert list(rows[0]) == ["path", "score", "error", "eyes", "nose", "mouth", "rest"]
     assert [r["path"].split("/")[-1] for r in rows] == ["broken.png", "good0.png", "good1.png"]
     assert rows[0]["score"] == "" and "cannot decode" in rows[0]["error"]
     assert all(0 < float(r["score"]) < 1 and r["eyes"] for r in rows[1:])
     data = json.loads(out_json.read_text())
     assert data["meta"]["model"] == "ifqa" and len(data["records"]) == 3
+    assert data["meta"]["weights"] == str(cnn_ckpt)  # provenance lives in the JSON
+
+
+def test_csv_reads_with_pandas_and_dictreader(folder, tmp_path):
+    pd = pytest.importorskip("pandas", reason="pandas is not installed (pip install pandas)")
+    out_csv = tmp_path / "s.csv"
+    rc = main(["score", str(folder), "--model", "ifqa-lite", "--device", "cpu", "--regions",
+               "--workers", "0", "--csv", str(out_csv)])  # fmt: skip
+    assert rc == EXIT_SOME_FAILED
+    cols = ["path", "score", "error", "eyes", "nose", "mouth", "rest"]
+    df = pd.read_csv(out_csv)
+    assert list(df.columns) == cols and len(df) == 3
+    assert df["score"].dtype.kind == "f" and df["score"].isna().tolist() == [True, False, False]
+    assert df.loc[1:, "score"].between(0, 1).all() and df.loc[1:, "eyes"].gt(0).all()
+    with out_csv.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == cols
+    assert [Path(r["path"]).name for r in rows] == ["broken.png", "good0.png", "good1.png"]
+    assert float(rows[1]["score"]) == pytest.approx(df["score"][1])
 
 
 def test_score_exit_codes(folder, cnn_ckpt, capsys):
