@@ -1,10 +1,10 @@
 """``ifqa compare``: score several restorers' outputs of the same faces and write an HTML report.
 
 The report folder holds ``index.html`` (only relative links to files inside the folder: no
-network, no scripts but one small inline check), ``distribution.png``, thumbnails under
-``images/<method>/``, heatmaps under ``heatmaps/<method>/``, ``results.json`` and
-``results.csv``. Every file is written atomically, so a report being rewritten is never seen
-half-written.
+network, no scripts but one small inline check), ``distribution.png`` (when matplotlib is
+installed), thumbnails under ``images/<method>/``, heatmaps under ``heatmaps/<method>/``,
+``results.json`` and ``results.csv``. Every file is written atomically, so a report being
+rewritten is never seen half-written.
 """
 
 from __future__ import annotations
@@ -41,15 +41,16 @@ TIE_TOLERANCE = 1e-6
 _CHUNK = 64
 
 
-def _require_matplotlib():
+PLOT_HINT = 'pip install "ifqa-loss[report]"'
+
+
+def _have_matplotlib() -> bool:
+    """Whether the optional distribution plot can be drawn (the rest of the report can)."""
     try:
-        import matplotlib
-    except ImportError as e:
-        raise ImportError(
-            "ifqa compare draws its distribution plot with matplotlib: "
-            'pip install "ifqa-loss[report]"'
-        ) from e
-    return matplotlib
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _slug(text: str, fallback: str, limit: int = 60) -> str:
@@ -170,7 +171,6 @@ def _plot_distribution(
     path: Path, names: list[str], scores: np.ndarray, model: str, seed: int
 ) -> None:
     """Box plot of each method's scores with the faces as jittered dots (ranking order)."""
-    _require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -332,7 +332,13 @@ def _html(summary: dict, faces: list[dict]) -> str:
     )
 
     w("<h2>Score distribution</h2>\n")
-    w("<img class='plot' src='distribution.png' alt='score distribution per method'>\n")
+    if meta.get("plot"):
+        w(f"<img class='plot' src='{_src(meta['plot'])}' alt='score distribution per method'>\n")
+    else:
+        w(
+            "<p class='note'>No plot: matplotlib is not installed where this report was made "
+            f"({e(PLOT_HINT)}); every score is in results.csv.</p>\n"
+        )
 
     w("<h2>Faces, worst first</h2>\n")
     w("<p class='note'>Ordered by the face's mean score over the methods; the best method of ")
@@ -404,9 +410,10 @@ def compare(
     Raises:
         ValueError: no folder, a folder that does not exist, a wrong number of names, duplicate
             names, or no file present in every folder.
-        ImportError: matplotlib is missing (``pip install "ifqa-loss[report]"``).
+
+    Without matplotlib (``pip install "ifqa-loss[report]"``) the report is complete except
+    for the distribution plot; the page says so and ``meta["plot"]`` is None.
     """
-    _require_matplotlib()
     paths, names = _check_inputs(dirs, names)
     if int(bootstrap) < 0:
         raise ValueError(f"bootstrap must be >= 0 resamples (0: no interval), got {bootstrap}")
@@ -552,15 +559,19 @@ def compare(
         ],
         "unmatched": unmatched,
     }
+    meta["plot"] = "distribution.png" if _have_matplotlib() else None
     summary = {"meta": meta, "ranking": ranking, "faces": faces}
 
-    _plot_distribution(
-        out / "distribution.png",
-        [names[j] for j in order],
-        scores[:, order],
-        metric.model_name,
-        seed,
-    )
+    if meta["plot"]:
+        _plot_distribution(
+            out / meta["plot"],
+            [names[j] for j in order],
+            scores[:, order],
+            metric.model_name,
+            seed,
+        )
+    else:
+        note(f"matplotlib is not installed: the report has no distribution plot ({PLOT_HINT})")
     buf = io.StringIO()
     cols = ["face", "method", "score", "error", *REGIONS, "excluded", "image", "heatmap"]
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
