@@ -466,19 +466,19 @@ def paste_heatmaps(
             f"need one matrix (and label) per map: {len(maps)} maps, {len(matrices)} matrices"
             + ("" if labels is None else f", {len(labels)} labels")
         )
-    out = np.asarray(photo_bgr)
+    out = np.array(photo_bgr, dtype=np.uint8)  # a copy: the caller's photo is not drawn on
     for m, mat in zip(maps, matrices, strict=True):
         out = paste_back(out, colorize(m), mat, crop_size=crop_size, alpha=alpha, feather=0.03)
     if labels:
-        thick = max(1, round(min(out.shape[:2]) / 400))
+        scale = max(0.5, min(out.shape[:2]) / 900)  # readable on small and large photos
+        thick = max(1, round(2 * scale))
         for text, mat in zip(labels, matrices, strict=True):
             corners = np.array([[0, 0], [crop_size, 0], [crop_size, crop_size], [0, crop_size]])
             inv = invert_affine(mat)
             pts = corners @ inv[:, :2].T + inv[:, 2]
             x = int(np.clip(pts[:, 0].min(), 0, out.shape[1] - 1))
             y = int(np.clip(pts[:, 1].min(), 0, out.shape[0] - 1))
-            scale = max(0.4, (pts[:, 0].max() - pts[:, 0].min()) / 400)
-            org = (x + 4, max(y + int(24 * scale), int(24 * scale)))
+            org = (x + 4, y + int(30 * scale))
             for colour, t in (((0, 0, 0), thick + 2), ((255, 255, 255), thick)):
                 cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, t)
     return out
