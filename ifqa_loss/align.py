@@ -143,13 +143,21 @@ def _check_choice(what: str, value: str, accepted: Sequence[str]) -> None:
 
 
 def require():
-    """Import and return ``dlib``; an ``ImportError`` naming the install command without it."""
+    """Import and return ``dlib`` after checking that its 68-point predictor is installed.
+
+    Raises:
+        ImportError: dlib or ``face_recognition_models`` is missing; the message names the
+            install command.
+    """
     try:
         import dlib
     except ImportError as e:
         raise ImportError(
             "face detection and alignment need dlib and its landmark models: " + INSTALL_HINT
         ) from e
+    path = _models_dir() / PREDICTOR_68
+    if not path.is_file():
+        raise ImportError(f"dlib's 68-point predictor is missing at {path}: " + INSTALL_HINT)
     return dlib
 
 
@@ -174,11 +182,7 @@ def _detector():
 
 @functools.lru_cache(maxsize=1)
 def _predictor():
-    dlib = require()
-    path = _models_dir() / PREDICTOR_68
-    if not path.is_file():
-        raise ImportError(f"dlib's 68-point predictor is missing at {path}: " + INSTALL_HINT)
-    return dlib.shape_predictor(str(path))
+    return require().shape_predictor(str(_models_dir() / PREDICTOR_68))
 
 
 def _as_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:

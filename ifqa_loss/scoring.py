@@ -61,11 +61,11 @@ class _AlignedFileDataset(_FileDataset):
         o = self.options
         try:
             rgb = cv2.cvtColor(read_image_bgr(self.paths[i]), cv2.COLOR_BGR2RGB)
-        except Exception as e:
+            faces = align_faces(
+                rgb, size=o.size, recipe=o.recipe, upsample=o.upsample, padding=o.padding
+            )
+        except Exception as e:  # unreadable, or too small to search: one record
             return i, None, f"{type(e).__name__}: {e}", None
-        faces = align_faces(
-            rgb, size=o.size, recipe=o.recipe, upsample=o.upsample, padding=o.padding
-        )
         s = self.config.native_size
         tensors = [official_array_tensor(f.crop, self.config) for f in faces]
         batch = torch.stack(tensors) if tensors else torch.empty(0, 3, s, s)

@@ -305,3 +305,17 @@ def test_a_face_scores_as_its_aligned_crop_file(faces_dir, tmp_path):
         cv2.imwrite(str(path), cv2.cvtColor(face.crop, cv2.COLOR_RGB2BGR))
         assert metric.score_files([path])[0]["score"] == pytest.approx(rec["score"], abs=1e-6)
         assert set(rec) >= {"eyes", "nose", "mouth", "rest"}
+
+
+@needs_extra
+def test_missing_predictor_and_tiny_photos(tmp_path, monkeypatch):
+    from ifqa_loss import IFQAMetric
+
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), smooth_photo(10, 12))
+    metric = IFQAMetric(model="ifqa-lite", device="cpu")
+    (rec,) = metric.score_files([tiny], align=True)  # one error record, the run goes on
+    assert rec["score"] is None and rec["faces"] is None and "16x16" in rec["error"]
+    monkeypatch.setattr(align, "_models_dir", lambda: tmp_path)  # no predictor file there
+    with pytest.raises(ImportError, match=r"68-point predictor is missing.*ifqa-loss\[align\]"):
+        metric.score_files([tiny], align=True)
