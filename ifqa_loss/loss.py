@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -57,7 +58,10 @@ class IFQALoss(HoldsDiscriminator):
         reduction: ``"mean"`` | ``"sum"`` over the batch of per-image losses, or ``"none"``
             for the (B,) vector (BasicSR semantics).
         loss_weight: multiplier applied to the result (BasicSR convention).
-        check_inputs: validate values (NaN/Inf, range) at every call; costs one device sync.
+        check_inputs: validate values at every call (one device sync): NaN/Inf and images in
+            another convention (0-255, or [-1, 1] declared as [0, 1]) raise ``ValueError``;
+            an unclamped restorer output a little outside ``input_range`` is used as it is,
+            with one warning per loss object (:func:`ifqa_loss.preprocess.check_images`).
         device: where to put the discriminator (default CPU; ``.to()`` moves it later).
         memory_lean: for the ``ifqa`` CNN in fp32 eager mode, a custom backward that saves
             the fewest activations (``ifqa_loss.models.lean``). Not recommended: the default
@@ -116,6 +120,12 @@ class IFQALoss(HoldsDiscriminator):
             masks = face_region_masks(None, s, self.region_names, device=self.device)
             template_map = region_weight_map(masks, self.region_values)
         self.register_buffer("template_weight_map", template_map, persistent=False)
+
+    def _warn_overshoot_once(self, message: str) -> None:
+        """Values outside ``input_range`` (not another convention): one warning per loss."""
+        if not self.__dict__.get("_overshoot_warned", False):
+            self.__dict__["_overshoot_warned"] = True
+            warnings.warn(f"IFQALoss: {message}; warned once per loss object", stacklevel=4)
 
     def extra_repr(self) -> str:
         regions = dict(zip(self.region_names, self.region_values, strict=True)) or None
@@ -200,7 +210,13 @@ class IFQALoss(HoldsDiscriminator):
             masks: (B, R, H, W) masks of the ``region_weights`` regions, in that order, or a
                 (B, 1, H, W) weight map.
         """
-        x = check_images(pred, self.input_range, name="pred", check_values=self.check_inputs)
+        x = check_images(
+            pred,
+            self.input_range,
+            name="pred",
+            check_values=self.check_inputs,
+            on_overshoot=self._warn_overshoot_once,
+        )
         wmap = self.weight_map(x, landmarks=landmarks, masks=masks, weight=weight)
         inp = to_model_input(x, self.config, self.input_range)
         net = self.discriminator

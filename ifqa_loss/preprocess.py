@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -20,10 +21,14 @@ import torch.nn.functional as F
 from .models.registry import ModelConfig
 
 MIN_SIDE = 16
-# How far outside the declared range a value may be, as a fraction of the range's width.
-# Rounding overshoot (``x * 0.5 + 0.5`` giving 1.0000001) and unclamped restorer outputs
-# pass; an image in [0, 255] or [-1, 1] given as [0, 1] does not.
+# Values within this fraction of the range's width outside it pass silently: rounding overshoot
+# (``x * 0.5 + 0.5`` giving 1.0000001) and ordinary unclamped restorer outputs.
 RANGE_TOLERANCE = 0.1
+# An image in another convention (0-255 given as [0, 1], [-1, 1] given as [0, 1]) puts a large
+# share of its values far outside: more than FAR_SHARE of them beyond FAR_MARGIN of the width.
+# An unclamped restorer output does not, however far a few of its pixels go.
+FAR_MARGIN = 0.25
+FAR_SHARE = 0.05
 
 
 def check_images(
@@ -32,6 +37,7 @@ def check_images(
     *,
     name: str = "images",
     check_values: bool = True,
+    on_overshoot: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """Validate a batch of images and return it with 3 channels.
 
@@ -39,13 +45,19 @@ def check_images(
         x: (B, C, H, W) floating tensor, C = 1 (repeated to 3) or 3 (RGB).
         input_range: the declared (low, high) value range.
         name: how error messages call the tensor.
-        check_values: also check for NaN/Inf and values far outside ``input_range`` (one
-            device synchronisation).
+        check_values: also check for NaN/Inf and the value range (one device
+            synchronisation). The range rule: an error when more than 5% of the values lie
+            more than a quarter of the range's width outside it (another convention: 0-255,
+            or [-1, 1] declared as [0, 1]); otherwise values up to 10% of the width outside
+            pass silently, and values further out (an unclamped restorer output) are used as
+            they are, with a message to ``on_overshoot`` (default: ``warnings.warn``).
+        on_overshoot: called with the message when values lie outside the range but not in
+            another convention.
 
     Raises:
         TypeError: not a tensor, or not floating point.
         ValueError: wrong rank, channels, empty batch, smaller than 16 px, NaN/Inf, or values
-            far outside ``input_range``.
+            in another convention than ``input_range``.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(
@@ -76,21 +88,46 @@ def check_images(
             f"{name} is {h}x{w}; IFQA needs images of at least {MIN_SIDE}x{MIN_SIDE} px"
         )
     if check_values and not torch.compiler.is_compiling():
-        lo, hi = float(input_range[0]), float(input_range[1])
-        vmin, vmax = torch.aminmax(x.detach().float())
-        vmin, vmax = torch.stack([vmin, vmax]).tolist()
-        if not (np.isfinite(vmin) and np.isfinite(vmax)):
-            raise ValueError(f"{name} contains NaN or Inf values")
-        tol = RANGE_TOLERANCE * (hi - lo)
-        if vmin < lo - tol or vmax > hi + tol:
-            raise ValueError(
-                f"{name} values span [{vmin:.4g}, {vmax:.4g}], far outside the declared "
-                f"input_range ({lo:g}, {hi:g}); pass input_range=(-1, 1) for [-1, 1] tensors, "
-                f"or scale [0, 255] images by 1/255"
-            )
+        _check_values(x, input_range, name, on_overshoot)
     if c == 1:
         x = x.expand(b, 3, h, w)
     return x
+
+
+def _check_values(
+    x: torch.Tensor,
+    input_range: tuple[float, float],
+    name: str,
+    on_overshoot: Callable[[str], None] | None,
+) -> None:
+    """The value rule of :func:`check_images` (one device synchronisation)."""
+    lo, hi = float(input_range[0]), float(input_range[1])
+    width = hi - lo
+    v = x.detach().float()
+    vmin, vmax = torch.aminmax(v)
+    far = ((v < lo - FAR_MARGIN * width) | (v > hi + FAR_MARGIN * width)).float().mean()
+    vmin, vmax, far = torch.stack([vmin, vmax, far]).tolist()
+    if not (np.isfinite(vmin) and np.isfinite(vmax)):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    if far > FAR_SHARE:
+        raise ValueError(
+            f"{name} values span [{vmin:.4g}, {vmax:.4g}] with {far:.0%} of them far outside "
+            f"the declared input_range ({lo:g}, {hi:g}), which looks like another convention: "
+            f"pass input_range=(-1, 1) for [-1, 1] tensors, or scale [0, 255] images by 1/255 "
+            f"(accepted: at most {FAR_SHARE:.0%} of the values more than {FAR_MARGIN:g} of the "
+            f"range's width outside it)"
+        )
+    tol = RANGE_TOLERANCE * width
+    if vmin < lo - tol or vmax > hi + tol:
+        msg = (
+            f"{name} values span [{vmin:.4g}, {vmax:.4g}], outside the declared input_range "
+            f"({lo:g}, {hi:g}); they are used as they are (an unclamped restorer output is "
+            f"fine; clamp it to silence this)"
+        )
+        if on_overshoot is None:
+            warnings.warn(msg, stacklevel=4)
+        else:
+            on_overshoot(msg)
 
 
 def check_range(input_range: Sequence[float]) -> tuple[float, float]:

@@ -257,3 +257,35 @@ def test_bad_arguments(tiny_cnn):
         IFQALoss(model="ifqa-xxl")
     with pytest.raises(TypeError, match="Discriminator"):
         IFQALoss(model=torch.nn.Conv2d(3, 1, 1))
+
+
+def _restorer_like(lo: float, hi: float) -> torch.Tensor:
+    """A face-like image in [0, 1] whose extremes overshoot to exactly ``lo`` and ``hi``."""
+    x = torch.rand(2, 3, 32, 32) * 0.9 + 0.05
+    x[0, 0, 0, 0], x[1, 2, 5, 5] = lo, hi
+    return x
+
+
+@pytest.mark.parametrize("lo,hi", [(-0.089, 1.125), (-0.113, 1.038), (-0.4, 2.5)])
+def test_unclamped_restorer_output_is_used_with_one_warning(tiny_cnn, lo, hi):
+    """Seen in training runs: a restorer's output leaves [0, 1] a little; the run must go on."""
+    crit = IFQALoss(model=tiny_cnn)
+    x = _restorer_like(lo, hi)
+    with pytest.warns(UserWarning, match=r"outside the declared input_range") as seen:
+        a = crit(x)
+        b = crit(x)  # the same object warns once
+    assert len([w for w in seen if "IFQALoss" in str(w.message)]) == 1
+    assert torch.isfinite(a) and torch.equal(a, b)
+    # used as it is, not clamped: the loss differs from the clamped image's
+    assert not torch.equal(a, crit(x.clamp(0, 1)))
+
+
+def test_another_convention_is_refused_by_its_share_of_far_values(tiny_cnn):
+    crit = IFQALoss(model=tiny_cnn)
+    x = torch.rand(1, 3, 32, 32)
+    x.view(-1)[: x.numel() // 10] = -0.5  # 10% far below 0: not an overshoot
+    with pytest.raises(ValueError, match=r"10% of them far outside.*input_range=\(-1, 1\)"):
+        crit(x)
+    gfp = IFQALoss(model=tiny_cnn, input_range=(-1, 1))
+    with pytest.raises(ValueError, match="scale \\[0, 255\\] images by 1/255"):
+        gfp(torch.rand(1, 3, 32, 32) * 255)
