@@ -155,13 +155,13 @@ def require():
         raise ImportError(
             "face detection and alignment need dlib and its landmark models: " + INSTALL_HINT
         ) from e
-    path = _models_dir() / PREDICTOR_68
+    path = models_dir() / PREDICTOR_68
     if not path.is_file():
         raise ImportError(f"dlib's 68-point predictor is missing at {path}: " + INSTALL_HINT)
     return dlib
 
 
-def _models_dir() -> Path:
+def models_dir() -> Path:
     """The ``models/`` folder of ``face_recognition_models``, found without importing it.
 
     (Importing it needs ``pkg_resources``, which recent setuptools no longer ship.)
@@ -182,7 +182,7 @@ def _detector():
 
 @functools.lru_cache(maxsize=1)
 def _predictor():
-    return require().shape_predictor(str(_models_dir() / PREDICTOR_68))
+    return require().shape_predictor(str(models_dir() / PREDICTOR_68))
 
 
 def _as_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:

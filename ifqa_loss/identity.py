@@ -9,29 +9,17 @@ landmarks found on the clean face, so the crop is the same and only the pixels d
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-INSTALL = 'pip install "ifqa-loss[align]"'
-
-
-def _model_dir() -> Path | None:
-    # face_recognition_models imports pkg_resources, which new setuptools no longer ships;
-    # its data files are found without importing it.
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
-    return folder if folder.is_dir() else None
-
 
 def identity_note() -> str:
     """Why the identity column is missing."""
-    return f"identity: not measured (dlib's face descriptor needs the align extra: {INSTALL})"
+    from .align import INSTALL_HINT
+
+    return f"identity: not measured (dlib's face descriptor needs the align extra: {INSTALL_HINT})"
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:
@@ -46,13 +34,13 @@ def identity_distance() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] 
     Images are (B, 3, H, W) aligned faces in [0, 1]. The face box is dlib's detection on the
     clean face, or the central box of an FFHQ-aligned crop when nothing is detected.
     """
+    from .align import models_dir, require
+
     try:
-        import dlib
+        dlib = require()
     except ImportError:
         return None
-    models = _model_dir()
-    if models is None:
-        return None
+    models = models_dir()
     detect = dlib.get_frontal_face_detector()
     shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
     describe = dlib.face_recognition_model_v1(

@@ -316,6 +316,6 @@ def test_missing_predictor_and_tiny_photos(tmp_path, monkeypatch):
     metric = IFQAMetric(model="ifqa-lite", device="cpu")
     (rec,) = metric.score_files([tiny], align=True)  # one error record, the run goes on
     assert rec["score"] is None and rec["faces"] is None and "16x16" in rec["error"]
-    monkeypatch.setattr(align, "_models_dir", lambda: tmp_path)  # no predictor file there
+    monkeypatch.setattr(align, "models_dir", lambda: tmp_path)  # no predictor file there
     with pytest.raises(ImportError, match=r"68-point predictor is missing.*ifqa-loss\[align\]"):
         metric.score_files([tiny], align=True)
