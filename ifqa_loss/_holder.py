@@ -20,10 +20,10 @@ _ANNOUNCED: set[str] = set()
 
 
 def bundled_model_names() -> list[str]:
-    """Registered bundled models whose weight file is present."""
+    """Bundled models that ``model="auto"`` may fall back to, whose weight file is present."""
     names = []
     for cfg in list_models():
-        if cfg.bundled:
+        if cfg.bundled and cfg.auto_fallback:
             try:
                 find_weights(cfg.name)
             except FileNotFoundError:

@@ -27,6 +27,8 @@ class ModelConfig:
         sha256: expected digest of ``weight_file`` (None: no published digest).
         source: where the weights come from, in words.
         bundled: True when the package ships the weights.
+        auto_fallback: whether ``model="auto"`` may fall back to this bundled model (False for
+            a model with another job, such as the audit's independent judge).
         params: approximate parameter count, for display.
     """
 
@@ -41,6 +43,7 @@ class ModelConfig:
     file_pipeline: str = "resize_then_normalize"
     sha256: str | None = None
     bundled: bool = False
+    auto_fallback: bool = True
     params: str = ""
     description: str = field(default="", compare=False)
 
@@ -119,5 +122,19 @@ register_model(
         bundled=True,
         params="6.6M",
         description="a small ifqa-architecture discriminator trained by ifqa-loss",
+    )
+)
+register_model(
+    ModelConfig(
+        name="ifqa-judge",
+        builder=partial(IFQACNN, width=0.25, native_size=256),
+        native_size=256,
+        interpolation="bilinear",
+        weight_file="ifqa-judge.safetensors",
+        source="bundled with ifqa-loss (the audit's independent judge; see weights/MODEL_CARD.md)",
+        bundled=True,
+        auto_fallback=False,
+        params="6.6M",
+        description="the independent judge of ifqa audit: never the loss under test",
     )
 )
