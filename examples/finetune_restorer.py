@@ -23,36 +23,17 @@ Runs in a few minutes on a CPU with the defaults.
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ifqa_loss import IFQALoss, IFQAMetric
+from ifqa_loss.restorer import TinyRestorer, fine_tune_pair, train_l1
 
 EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-
-
-class TinyRestorer(nn.Module):
-    """A residual CNN: output = input + f(input); (B,3,H,W) in [0,1] -> same shape."""
-
-    def __init__(self, channels: int = 24, blocks: int = 4) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True)]
-        for _ in range(blocks):
-            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
-        layers.append(nn.Conv2d(channels, 3, 3, padding=1))
-        self.body = nn.Sequential(*layers)
-        nn.init.zeros_(self.body[-1].weight)
-        nn.init.zeros_(self.body[-1].bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
 
 
 def degrade(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -150,35 +131,31 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         return to_tensor([degrade(g, rng) for g in gts]), to_tensor(gts)
 
     base = TinyRestorer()
-    opt = torch.optim.Adam(base.parameters(), lr=a.lr)
     t0 = time.time()
-    for _ in range(a.warmup):
-        lq, gt = batch()
-        loss = F.l1_loss(base(lq), gt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_l1(base, batch, a.warmup, a.lr)
     print(f"shared L1 warm-up: {a.warmup} steps, {time.time() - t0:.0f}s")
 
-    branches = {"L1": copy.deepcopy(base), f"L1 + {a.ifqa_weight:g}*IFQA": copy.deepcopy(base)}
-    opts = {k: torch.optim.Adam(m.parameters(), lr=a.lr) for k, m in branches.items()}
+    names = ("L1", f"L1 + {a.ifqa_weight:g}*IFQA")
     t0 = time.time()
-    for step in range(1, a.steps + 1):
-        lq, gt = batch()
-        for k, net in branches.items():
-            out = net(lq)
-            l1 = F.l1_loss(out, gt)
-            loss = l1 if k == "L1" else l1 + a.ifqa_weight * criterion(out)
-            opts[k].zero_grad()
-            loss.backward()
-            opts[k].step()
+
+    def report(step: int) -> None:
         if step % max(1, a.steps // 4) == 0 or step == a.steps:
             print(f"  step {step}/{a.steps}  ({time.time() - t0:.0f}s)")
+
+    branches = fine_tune_pair(
+        base,
+        batch,
+        lambda out, gt: a.ifqa_weight * criterion(out),
+        steps=a.steps,
+        lr=a.lr,
+        names=names,
+        on_step=report,
+    )
 
     results: dict[str, dict[str, float]] = {}
     with torch.no_grad():
         rows = {"degraded input": lq_test, "ground truth": gt_test}
-        rows.update({k: net.eval()(lq_test).clamp(0, 1) for k, net in branches.items()})
+        rows.update({k: net(lq_test).clamp(0, 1) for k, net in branches.items()})
         for k, x in rows.items():
             results[k] = {"psnr": psnr(x, gt_test).mean().item(), "ifqa": metric(x).mean().item()}
     n = len(lq_test)
