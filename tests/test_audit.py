@@ -143,3 +143,86 @@ def test_bad_options_are_refused(bad, match, faces):
 def test_setting_c_needs_training_faces(faces):
     with pytest.raises(ValueError, match="training faces"):
         _audit(ContrastD(), faces[:1], None, settings="C")
+
+
+# --- the ifqa audit command ------------------------------------------------------------------
+
+
+def _write_faces(folder, faces, size=64):
+    import cv2
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(faces):
+        img = (prepare_faces([f], size)[0].permute(1, 2, 0).numpy() * 255).round()
+        cv2.imwrite(str(folder / f"face{i}.png"), img.astype(np.uint8)[:, :, ::-1])
+    return folder
+
+
+TINY = ["--size", "64", "--steps", "2", "--restorer-warmup", "1", "--restorer-steps", "1"]
+
+
+def test_audit_command_writes_table_json_and_grid(tmp_path, faces, capsys):
+    import json
+
+    import cv2
+
+    from ifqa_loss.cli import main
+
+    test, train = (
+        _write_faces(tmp_path / "test", faces[:2]),
+        _write_faces(tmp_path / "tr", faces[2:4]),
+    )
+    out = tmp_path / "out"
+    argv = ["audit", str(test), "--train-faces", str(train), "--model", "ifqa-lite"]
+    rc = main([*argv, "--judge", "none", "--out", str(out), "--no-progress", *TINY])
+    assert rc == 0
+    text = capsys.readouterr().out
+    for s in "ABC":
+        assert f"verdict {s} (" in text
+    doc = json.loads((out / "audit.json").read_text())
+    assert doc["meta"]["model"] == "ifqa-lite" and doc["meta"]["judge"] is None
+    assert [r["degradation"] for r in doc["rows"] if r["setting"] == "A"] == [
+        "blur",
+        "downup",
+        "all",
+    ]
+    assert set(doc["verdicts"]) == {"A", "B", "C"}
+    assert len(doc["cases"]["A"]["psnr"]) == 2
+    grid = cv2.imread(str(out / "grid.png"))
+    assert grid.shape == (24 + 2 * 160, 6 * 160, 3)  # 2 cases, 6 columns
+    assert sorted(p.name for p in out.iterdir()) == ["audit.json", "grid.png"]
+
+
+@pytest.mark.parametrize(
+    "case", ["empty", "unreadable", "not a face crop", "overlap", "same judge"]
+)
+def test_audit_command_refuses_bad_input_and_writes_nothing(tmp_path, faces, capsys, case):
+    from ifqa_loss.cli import main
+
+    test, train = tmp_path / "test", _write_faces(tmp_path / "tr", faces[2:4])
+    test.mkdir()
+    judge = ["--judge", "none"]
+    if case == "unreadable":
+        _write_faces(test, faces[:1])
+        (test / "broken.png").write_bytes(b"not an image")
+        want = r"broken.png: unreadable"
+    elif case == "not a face crop":
+        import cv2
+        import numpy as np
+
+        cv2.imwrite(str(test / "wide.png"), np.zeros((64, 200, 3), np.uint8))
+        want = r"wide.png: 200x64"
+    elif case == "overlap":
+        test, want = train, "also training faces"
+    elif case == "same judge":
+        _write_faces(test, faces[:1])
+        judge, want = ["--judge", "ifqa-lite"], "the loss's own discriminator"
+    else:
+        want = "no face images in"
+    out = tmp_path / "out"
+    argv = ["audit", str(test), "--train-faces", str(train), "--model", "ifqa-lite", *judge]
+    assert main([*argv, "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert want in err, err
+    assert not out.exists()
