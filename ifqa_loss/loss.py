@@ -13,7 +13,9 @@ from .masks import REGIONS, face_region_masks
 from .models.lean import lean_logits, supports_lean
 from .preprocess import check_images, check_range, resize_map, to_model_input
 
-FORMS = ("one_minus", "softplus")
+FORMS = ("one_minus", "softplus", "features", "map")
+# Forms that compare the output with the target (full-reference); the others need no target.
+FULL_REFERENCE = ("features", "map")
 REDUCTIONS = ("none", "mean", "sum")
 # A suggested emphasis on the facial primary regions, in the spirit of IFQA's training.
 FPR_WEIGHTS = {"eyes": 2.0, "nose": 1.5, "mouth": 2.0}
@@ -34,6 +36,16 @@ def region_weight_map(
     return (base + ((w - base) * masks).sum(1, keepdim=True)).clamp_min(0.0)
 
 
+def weighted_mean(per_pixel: torch.Tensor, wmap: torch.Tensor | None) -> torch.Tensor:
+    """(B,) mean of a (B, 1, h, w) map, weighted by ``wmap`` (B or 1, 1, S, S) pooled to h x w."""
+    if wmap is None:
+        return per_pixel.mean((1, 2, 3))
+    if wmap.shape[-2:] != per_pixel.shape[-2:]:
+        wmap = F.adaptive_avg_pool2d(wmap, per_pixel.shape[-2:])
+    wmap = wmap.expand_as(per_pixel)
+    return (per_pixel * wmap).sum((1, 2, 3)) / wmap.sum((1, 2, 3)).clamp_min(1e-8)
+
+
 class IFQALoss(HoldsDiscriminator):
     """IFQA realness as a loss to minimise (lower = more real).
 
@@ -51,6 +63,11 @@ class IFQALoss(HoldsDiscriminator):
         form: ``"one_minus"``: weighted mean of ``1 - realness`` (in [0, 1]; equals
             ``1 - IFQAMetric`` score under uniform weights); ``"softplus"``: weighted mean of
             ``softplus(-logit) = -log(realness)``, the non-saturating GAN generator loss.
+            Full-reference forms, which need ``target``: ``"features"``: the discriminator's
+            features of the output matched to those of the target (seven encoder/decoder
+            levels, each an L1 distance over the mean absolute target feature, averaged), as
+            a perceptual loss is used; ``"map"``: the mean absolute difference of the two
+            realness maps. Neither rewards "more real than the target".
         region_weights: per-region multipliers, e.g. ``{"eyes": 2, "nose": 1.5, "mouth": 2}``
             (:data:`FPR_WEIGHTS`); pixels outside the regions weigh 1. Regions come from
             ``landmarks`` given to ``forward``, else from the FFHQ-aligned template (right for
@@ -127,6 +144,58 @@ class IFQALoss(HoldsDiscriminator):
             self.__dict__["_overshoot_warned"] = True
             warnings.warn(f"IFQALoss: {message}; warned once per loss object", stacklevel=4)
 
+    def _no_reference(self, inp: torch.Tensor, wmap: torch.Tensor | None) -> torch.Tensor:
+        """(B,) weighted mean of ``1 - realness`` or ``softplus(-logit)``."""
+        net = self.discriminator
+        if self.memory_lean and supports_lean(net, inp):
+            logits = lean_logits(net, inp)  # same values; saves under half the activations
+        else:
+            logits = net.forward_logits(inp).float()
+        if self.form == "one_minus":
+            return weighted_mean(1.0 - torch.sigmoid(logits), wmap)
+        return weighted_mean(F.softplus(-logits), wmap)
+
+    def _target_input(self, target: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """The target as network input (no gradient), checked against ``pred``."""
+        if target is None:
+            raise ValueError(
+                f"form={self.form!r} compares the output with its target: call "
+                f"criterion(output, target); no-reference forms: 'one_minus', 'softplus'"
+            )
+        t = check_images(
+            target,
+            self.input_range,
+            name="target",
+            check_values=self.check_inputs,
+            on_overshoot=self._warn_overshoot_once,
+        )
+        if t.shape != x.shape:
+            raise ValueError(
+                f"target shape {tuple(t.shape)} does not match pred shape {tuple(x.shape)}"
+            )
+        with torch.no_grad():
+            return to_model_input(t.detach(), self.config, self.input_range)
+
+    def _full_reference(
+        self, inp: torch.Tensor, ref: torch.Tensor, wmap: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B,) feature-matching or map-matching distance of ``inp`` to ``ref``."""
+        net = self.discriminator
+        if self.form == "map":
+            p = torch.sigmoid(net.forward_logits(inp).float())
+            with torch.no_grad():
+                q = torch.sigmoid(net.forward_logits(ref).float())
+            return weighted_mean((p - q).abs(), wmap)
+        feats = net.forward_features(inp)
+        with torch.no_grad():
+            refs = net.forward_features(ref)
+        terms = []
+        for f, r in zip(feats, refs, strict=True):
+            dist = (f.float() - r.float()).abs().mean(1, keepdim=True)
+            scale = r.float().abs().mean((1, 2, 3)).clamp_min(1e-6)
+            terms.append(weighted_mean(dist, wmap) / scale)
+        return torch.stack(terms).mean(0)
+
     def extra_repr(self) -> str:
         regions = dict(zip(self.region_names, self.region_values, strict=True)) or None
         return (
@@ -199,11 +268,12 @@ class IFQALoss(HoldsDiscriminator):
         masks: torch.Tensor | None = None,
         **kwargs: object,
     ) -> torch.Tensor:
-        """Loss of ``pred`` (lower = more real).
+        """Loss of ``pred`` (lower = better: more real, or closer to ``target``).
 
         Args:
             pred: (B, C, H, W) images in ``input_range``.
-            target: ignored (accepted for the BasicSR call ``criterion(pred, target)``).
+            target: (B, C, H, W) ground truth in ``input_range``, as BasicSR passes it; needed by
+                the full-reference forms (``"features"``, ``"map"``), ignored by the others.
             weight: BasicSR's element-wise weight, (B, 1 or C, H, W): used as a weight map.
             landmarks: (B, 5, 2) or (B, 68, 2) (x, y) pixel coordinates in ``pred``, for
                 region weighting of non-aligned faces.
@@ -219,20 +289,10 @@ class IFQALoss(HoldsDiscriminator):
         )
         wmap = self.weight_map(x, landmarks=landmarks, masks=masks, weight=weight)
         inp = to_model_input(x, self.config, self.input_range)
-        net = self.discriminator
-        if self.memory_lean and supports_lean(net, inp):
-            logits = lean_logits(net, inp)  # same values; saves under half the activations
+        if self.form in FULL_REFERENCE:
+            per_image = self._full_reference(inp, self._target_input(target, x), wmap)
         else:
-            logits = net.forward_logits(inp).float()
-        if self.form == "one_minus":
-            per_pixel = 1.0 - torch.sigmoid(logits)
-        else:
-            per_pixel = F.softplus(-logits)
-        if wmap is None:
-            per_image = per_pixel.mean((1, 2, 3))
-        else:
-            wmap = wmap.expand_as(per_pixel)
-            per_image = (per_pixel * wmap).sum((1, 2, 3)) / wmap.sum((1, 2, 3)).clamp_min(1e-8)
+            per_image = self._no_reference(inp, wmap)
         if self.reduction == "mean":
             out = per_image.mean()
         elif self.reduction == "sum":

@@ -289,3 +289,39 @@ def test_another_convention_is_refused_by_its_share_of_far_values(tiny_cnn):
     gfp = IFQALoss(model=tiny_cnn, input_range=(-1, 1))
     with pytest.raises(ValueError, match="scale \\[0, 255\\] images by 1/255"):
         gfp(torch.rand(1, 3, 32, 32) * 255)
+
+
+@pytest.mark.parametrize("form", ["features", "map"])
+def test_full_reference_forms_match_the_target(tiny_cnn, form):
+    torch.manual_seed(1)
+    gt = torch.rand(2, 3, 64, 64)
+    crit = IFQALoss(model=tiny_cnn, form=form, reduction="none")
+    assert torch.allclose(crit(gt, gt), torch.zeros(2), atol=1e-6)  # the target itself: zero
+    out = (gt + 0.1 * torch.randn_like(gt)).clamp(0, 1).requires_grad_(True)
+    loss = crit(out, gt)
+    assert loss.shape == (2,) and (loss > 0).all()
+    loss.sum().backward()
+    assert out.grad is not None and out.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tiny_cnn.parameters())
+    # farther from the target costs more
+    far = (gt + 0.3 * torch.randn_like(gt)).clamp(0, 1)
+    assert (crit(far, gt) > loss.detach()).all()
+    # region weights change the weighting, not the zero at the target
+    weighted = IFQALoss(model=tiny_cnn, form=form, region_weights={"eyes": 4.0})
+    assert weighted(gt, gt).abs() < 1e-6 and weighted(out, gt) != crit(out, gt).mean()
+
+
+def test_full_reference_forms_need_a_matching_target(tiny_cnn):
+    crit = IFQALoss(model=tiny_cnn, form="features")
+    x = torch.rand(1, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"call criterion\(output, target\)"):
+        crit(x)
+    with pytest.raises(ValueError, match="does not match pred shape"):
+        crit(x, torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="form must be one of"):
+        IFQALoss(model=tiny_cnn, form="hinge")
+    from conftest import BrightnessD
+
+    with pytest.raises(NotImplementedError, match="ifqa CNN family"):
+        IFQALoss(model=BrightnessD(), form="features")(x, x)
+    assert IFQALoss(model=BrightnessD(), form="map")(x, x).abs() < 1e-6  # map needs no features

@@ -26,6 +26,13 @@ class Discriminator(nn.Module):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Intermediate feature maps, (B, C_l, H_l, W_l) each, for feature matching."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not expose its features; form='features' needs a "
+            "discriminator of the ifqa CNN family (ifqa, ifqa-lite)"
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.forward_logits(x))
 

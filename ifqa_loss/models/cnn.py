@@ -279,6 +279,18 @@ class IFQACNN(Discriminator):
         layer-by-layer path by float rounding only (``tests/test_fused.py``). A trainable network
         keeps the layer-by-layer path, the original's exact order of operations.
         """
+        return self._levels(x)[1]
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Seven feature maps: the encoder at 1/2 to 1/16 and the decoder at 1/8 to 1/2 scale.
+
+        For feature matching (``IFQALoss(form="features")``); same path as
+        :meth:`forward_logits`. The 1/32 encoder and 1/16 decoder levels (8x8 and 16x16 at
+        256) are left out: they describe the whole face, not its detail.
+        """
+        return list(self._levels(x)[0])
+
+    def _levels(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         fast = self.fused and self.frozen
         e128 = _blk(self.encoder128, x, fast)
         e64 = _blk(self.encoder64, e128, fast)
@@ -289,7 +301,8 @@ class IFQACNN(Discriminator):
         d32 = _blk(self.decoder32, self._gate(d16, e16), fast)
         d64 = _blk(self.decoder64, self._gate(d32, e32), fast)
         d128 = _blk(self.decoder128, self._gate(d64, e64), fast)
-        return _blk(self.decoder256[0], self._gate(d128, e128), fast)
+        logits = _blk(self.decoder256[0], self._gate(d128, e128), fast)
+        return (e128, e64, e32, e16, d32, d64, d128), logits
 
 
 def _blk(block: ResBlk | UpResBlk, x: torch.Tensor, fast: bool) -> torch.Tensor:
