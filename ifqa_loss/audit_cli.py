@@ -14,6 +14,7 @@ import yaml
 
 from ._io import IMAGE_EXTS, atomic_write_image, atomic_write_text
 from .audit import DEGRADATIONS, MIN_AUDIT_SIZE, AuditOptions, run_audit
+from .loss import FORMS
 
 EXIT_OK, EXIT_USAGE = 0, 2
 DEFAULT_CONFIG = "lite_cpu"  # whose held-out faces (audit) and training faces (setting C)
@@ -231,7 +232,12 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     a.add_argument("--out", default="audit", help="output folder (default: audit)")
     a.add_argument("--model", default="auto", help="the loss's model (auto | ifqa | ifqa-lite ...)")
     a.add_argument("--weights", default=None, help="checkpoint for --model")
-    a.add_argument("--form", default="one_minus", help="IFQALoss form (default one_minus)")
+    a.add_argument(
+        "--form",
+        default="one_minus",
+        choices=FORMS,
+        help="IFQALoss form (default one_minus; features and map compare with the clean face)",
+    )
     a.add_argument(
         "--region-weights",
         default=None,
