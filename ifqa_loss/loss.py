@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ._holder import HoldsDiscriminator, WeightsArg, resolve_model
-from .masks import REGIONS, face_region_masks
+from .masks import REGIONS, check_landmarks, face_region_masks
 from .models.lean import lean_logits, supports_lean
 from .preprocess import check_images, check_range, resize_map, to_model_input
 
@@ -17,6 +17,9 @@ FORMS = ("one_minus", "softplus", "features", "map")
 # Forms that compare the output with the target (full-reference); the others need no target.
 FULL_REFERENCE = ("features", "map")
 REDUCTIONS = ("none", "mean", "sum")
+# The value check reads numbers back from the device (one synchronisation): by default it runs
+# on the first call and then on every CHECK_EVERY-th call, not at every training step.
+CHECK_EVERY = 100
 # A suggested emphasis on the facial primary regions, in the spirit of IFQA's training.
 FPR_WEIGHTS = {"eyes": 2.0, "nose": 1.5, "mouth": 2.0}
 
@@ -27,13 +30,19 @@ def region_weight_map(
     """Combine soft region masks into one weight map.
 
     ``W = base + sum_r (w_r - base) * m_r``, clamped at 0: ``base`` outside every region,
-    ``w_r`` inside region ``r``.
+    ``w_r`` inside region ``r``. The weights stay Python numbers (a tensor made from them on a
+    GPU would be a host-to-device copy that waits for the device, at every call).
 
     Shape:
         masks (B, R, H, W), weights R values -> (B, 1, H, W).
     """
-    w = torch.as_tensor(list(weights), dtype=masks.dtype, device=masks.device).view(1, -1, 1, 1)
-    return (base + ((w - base) * masks).sum(1, keepdim=True)).clamp_min(0.0)
+    weights = [float(v) for v in weights]
+    if not weights or len(weights) != masks.shape[1]:
+        raise ValueError(f"{len(weights)} weights for {masks.shape[1]} masks; give one per mask")
+    out = masks[:, :1] * (weights[0] - base) + base
+    for r in range(1, len(weights)):
+        out = out + masks[:, r : r + 1] * (weights[r] - base)
+    return out.clamp_min(0.0)
 
 
 def weighted_mean(per_pixel: torch.Tensor, wmap: torch.Tensor | None) -> torch.Tensor:
@@ -44,6 +53,22 @@ def weighted_mean(per_pixel: torch.Tensor, wmap: torch.Tensor | None) -> torch.T
         wmap = F.adaptive_avg_pool2d(wmap, per_pixel.shape[-2:])
     wmap = wmap.expand_as(per_pixel)
     return (per_pixel * wmap).sum((1, 2, 3)) / wmap.sum((1, 2, 3)).clamp_min(1e-8)
+
+
+def _compile_kwargs(compile: bool | str | Mapping[str, object]) -> dict[str, object] | None:
+    """``IFQALoss(compile=...)`` as ``torch.compile`` keyword arguments (None: eager)."""
+    if compile is False or compile is None:
+        return None
+    if compile is True:
+        return {}
+    if isinstance(compile, str):
+        return {"mode": compile}
+    if isinstance(compile, Mapping):
+        return dict(compile)
+    raise TypeError(
+        f"compile must be a bool, a torch.compile mode such as 'reduce-overhead', or a dict of "
+        f"torch.compile keyword arguments, got {type(compile).__name__}"
+    )
 
 
 class IFQALoss(HoldsDiscriminator):
@@ -75,10 +100,24 @@ class IFQALoss(HoldsDiscriminator):
         reduction: ``"mean"`` | ``"sum"`` over the batch of per-image losses, or ``"none"``
             for the (B,) vector (BasicSR semantics).
         loss_weight: multiplier applied to the result (BasicSR convention).
-        check_inputs: validate values at every call (one device sync): NaN/Inf and images in
-            another convention (0-255, or [-1, 1] declared as [0, 1]) raise ``ValueError``;
-            an unclamped restorer output a little outside ``input_range`` is used as it is,
-            with one warning per loss object (:func:`ifqa_loss.preprocess.check_images`).
+        check_inputs: validate the inputs. Type, rank, channels and size (metadata only) are
+            checked at every call. The values are checked on the first call and then on every
+            ``check_every``-th call (calls 1, 1 + N, 1 + 2N, ... of this loss object), because
+            reading them back from the device waits for it (one synchronisation): NaN/Inf and
+            images in another convention (0-255, or [-1, 1] declared as [0, 1]) raise
+            ``ValueError``, as do NaN/Inf ``landmarks``; an unclamped restorer output a little
+            outside ``input_range`` is used as it is, with one warning per loss object
+            (:func:`ifqa_loss.preprocess.check_images`). A call whose check raised is not
+            counted, so the next call is checked again. The calls in between read nothing back
+            from the device (``tests/test_sync.py``); a NaN input there shows as a NaN loss.
+        check_every: N above (default 100); 1 checks the values at every call.
+        compile: compile the computation after the checks (resize, network, weighting,
+            reduction) with ``torch.compile``: ``True``, a mode (``"reduce-overhead"``: CUDA
+            graphs; ``"max-autotune"``), or a dict of ``torch.compile`` keyword arguments. The
+            checks stay outside, in eager Python, on their schedule. One compile per input
+            shape (tens of seconds for the ``ifqa`` CNN). ``torch.compile(criterion)`` works
+            too (with ``fullgraph=True``), but leaves the value checks out of the graph: they
+            never run.
         device: where to put the discriminator (default CPU; ``.to()`` moves it later).
         memory_lean: for the ``ifqa`` CNN in fp32 eager mode, a custom backward that saves
             the fewest activations (``ifqa_loss.models.lean``). Not recommended: the default
@@ -105,11 +144,20 @@ class IFQALoss(HoldsDiscriminator):
         reduction: str = "mean",
         loss_weight: float = 1.0,
         check_inputs: bool = True,
+        check_every: int = CHECK_EVERY,
+        compile: bool | str | Mapping[str, object] = False,
         device: str | torch.device | None = None,
         memory_lean: bool = False,
     ) -> None:
         super().__init__()
         self.memory_lean = bool(memory_lean)
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+            raise ValueError(
+                f"check_every must be an int >= 1 (1: check the values at every call), got "
+                f"{check_every!r}; pass check_inputs=False to never check them"
+            )
+        self.check_every = check_every
+        self._compile_kwargs = _compile_kwargs(compile)
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         if reduction not in REDUCTIONS:
@@ -119,6 +167,7 @@ class IFQALoss(HoldsDiscriminator):
         self.reduction = reduction
         self.loss_weight = float(loss_weight)
         self.check_inputs = check_inputs
+        self._calls = 0  # calls whose checks passed, for the check_every schedule
         self.region_names: tuple[str, ...] = ()
         self.region_values: tuple[float, ...] = ()
         if region_weights:
@@ -155,8 +204,10 @@ class IFQALoss(HoldsDiscriminator):
             return weighted_mean(1.0 - torch.sigmoid(logits), wmap)
         return weighted_mean(F.softplus(-logits), wmap)
 
-    def _target_input(self, target: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-        """The target as network input (no gradient), checked against ``pred``."""
+    def _checked_target(
+        self, target: torch.Tensor | None, x: torch.Tensor, check_values: bool
+    ) -> torch.Tensor:
+        """The (B, 3, H, W) target of a full-reference form, checked against ``pred``."""
         if target is None:
             raise ValueError(
                 f"form={self.form!r} compares the output with its target: call "
@@ -166,15 +217,14 @@ class IFQALoss(HoldsDiscriminator):
             target,
             self.input_range,
             name="target",
-            check_values=self.check_inputs,
+            check_values=check_values,
             on_overshoot=self._warn_overshoot_once,
         )
         if t.shape != x.shape:
             raise ValueError(
                 f"target shape {tuple(t.shape)} does not match pred shape {tuple(x.shape)}"
             )
-        with torch.no_grad():
-            return to_model_input(t.detach(), self.config, self.input_range)
+        return t
 
     def _full_reference(
         self, inp: torch.Tensor, ref: torch.Tensor, wmap: torch.Tensor | None
@@ -211,12 +261,14 @@ class IFQALoss(HoldsDiscriminator):
         landmarks: torch.Tensor | None = None,
         masks: torch.Tensor | None = None,
         weight: torch.Tensor | None = None,
+        check_finite: bool = True,
     ) -> torch.Tensor | None:
         """The (B or 1, 1, S, S) per-pixel weights used for ``images``, or None (uniform).
 
         Precedence: ``weight`` (a weight map), ``masks`` (one mask per region of
         ``region_weights``; a 1-channel tensor is a weight map unless exactly one region is
-        weighted), ``landmarks``, the template regions, uniform.
+        weighted), ``landmarks``, the template regions, uniform. ``check_finite``: refuse
+        NaN/Inf landmarks (one device synchronisation; ``forward`` does it on its schedule).
         """
         s = self.native_size
         for name, t in (("weight", weight), ("masks", masks)):
@@ -245,18 +297,70 @@ class IFQALoss(HoldsDiscriminator):
                 "region in that order, or a (B, 1, H, W) weight map"
             )
         if landmarks is not None and self.region_names:
-            if not isinstance(landmarks, torch.Tensor):
-                raise TypeError(f"landmarks must be a tensor, got {type(landmarks).__name__}")
+            check_landmarks(landmarks, finite=check_finite)
             if landmarks.dim() == 3 and landmarks.shape[0] != images.shape[0]:
                 raise ValueError(
                     f"landmarks batch {landmarks.shape[0]} does not match images batch "
                     f"{images.shape[0]}"
                 )
             h, w = images.shape[-2:]
-            scale = torch.tensor([s / w, s / h], device=landmarks.device, dtype=landmarks.dtype)
-            m = face_region_masks(landmarks * scale, s, self.region_names)
+            # (x, y) scaled with Python numbers: no tensor made from host data.
+            lm = torch.stack((landmarks[..., 0] * (s / w), landmarks[..., 1] * (s / h)), -1)
+            m = face_region_masks(lm, s, self.region_names, check_finite=check_finite)
             return region_weight_map(m.to(images.device, torch.float32), self.region_values)
         return self.template_weight_map
+
+    def _check_due(self) -> bool:
+        """Whether this call checks the values (eager only; see ``check_every``)."""
+        if not self.check_inputs or torch.compiler.is_compiling():
+            return False
+        return self._calls % self.check_every == 0
+
+    def _core_fn(self) -> Callable[..., torch.Tensor]:
+        """:meth:`_core`, compiled on first use when ``compile`` was asked for."""
+        if self._compile_kwargs is None or torch.compiler.is_compiling():
+            return self._core
+        fn = self.__dict__.get("_compiled_core")
+        if fn is None:
+            fn = torch.compile(self._core, **self._compile_kwargs)
+            self.__dict__["_compiled_core"] = fn
+        return fn
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state.pop("_compiled_core", None)  # rebuilt on first use (copies, pickles)
+        return state
+
+    def _core(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | None,
+        weight: torch.Tensor | None,
+        landmarks: torch.Tensor | None,
+        masks: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Everything after the input checks: no value is read back from the device here.
+
+        Shape:
+            x, t (B, 3, H, W) checked images (t: target or None) -> 0-dim, or (B,) for "none".
+        """
+        wmap = self.weight_map(
+            x, landmarks=landmarks, masks=masks, weight=weight, check_finite=False
+        )
+        inp = to_model_input(x, self.config, self.input_range)
+        if self.form in FULL_REFERENCE:
+            with torch.no_grad():
+                ref = to_model_input(t.detach(), self.config, self.input_range)
+            per_image = self._full_reference(inp, ref, wmap)
+        else:
+            per_image = self._no_reference(inp, wmap)
+        if self.reduction == "mean":
+            out = per_image.mean()
+        elif self.reduction == "sum":
+            out = per_image.sum()
+        else:
+            out = per_image
+        return out * self.loss_weight
 
     def forward(
         self,
@@ -279,24 +383,21 @@ class IFQALoss(HoldsDiscriminator):
                 region weighting of non-aligned faces.
             masks: (B, R, H, W) masks of the ``region_weights`` regions, in that order, or a
                 (B, 1, H, W) weight map.
+
+        Values are checked on the first call and every ``check_every``-th after it (see the
+        class docstring); the other calls never wait for the device.
         """
+        due = self._check_due()
         x = check_images(
             pred,
             self.input_range,
             name="pred",
-            check_values=self.check_inputs,
+            check_values=due,
             on_overshoot=self._warn_overshoot_once,
         )
-        wmap = self.weight_map(x, landmarks=landmarks, masks=masks, weight=weight)
-        inp = to_model_input(x, self.config, self.input_range)
-        if self.form in FULL_REFERENCE:
-            per_image = self._full_reference(inp, self._target_input(target, x), wmap)
-        else:
-            per_image = self._no_reference(inp, wmap)
-        if self.reduction == "mean":
-            out = per_image.mean()
-        elif self.reduction == "sum":
-            out = per_image.sum()
-        else:
-            out = per_image
-        return out * self.loss_weight
+        t = self._checked_target(target, x, due) if self.form in FULL_REFERENCE else None
+        if landmarks is not None and self.region_names and weight is None and masks is None:
+            check_landmarks(landmarks, finite=due)
+        if not torch.compiler.is_compiling():
+            self._calls += 1
+        return self._core_fn()(x, t, weight, landmarks, masks)

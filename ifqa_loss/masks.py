@@ -25,6 +25,7 @@ __all__ = [
     "FFHQ_TEMPLATE_512",
     "REGIONS",
     "FaceRegionMasks",
+    "check_landmarks",
     "face_region_masks",
     "similarity_from_points",
     "template_landmarks",
@@ -89,7 +90,12 @@ def _check_regions(regions: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def _check_landmarks(landmarks: torch.Tensor) -> None:
+def check_landmarks(landmarks: torch.Tensor, *, finite: bool = True) -> None:
+    """Refuse landmarks that are not a floating (B, 5, 2) or (B, 68, 2) tensor.
+
+    The shape and dtype checks read metadata only; ``finite`` also refuses NaN/Inf values,
+    which reads a value back from the device (one synchronisation).
+    """
     if not isinstance(landmarks, torch.Tensor):
         raise TypeError(f"landmarks must be a torch.Tensor or None, got {type(landmarks).__name__}")
     shape = tuple(landmarks.shape)
@@ -99,8 +105,24 @@ def _check_landmarks(landmarks: torch.Tensor) -> None:
         raise ValueError(f"landmarks must have shape (B, 5, 2) or (B, 68, 2), got {shape}")
     if not landmarks.is_floating_point():
         raise TypeError(f"landmarks must be a floating-point tensor, got {landmarks.dtype}")
-    if not torch.isfinite(landmarks).all():
+    if finite and not torch.isfinite(landmarks).all():
         raise ValueError("landmarks contain NaN or Inf values")
+
+
+# Constant tensors on the devices they were asked for: copying one from host memory waits for
+# the device, so it happens once per (device, dtype), not at every call.
+_ON_DEVICE: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _template_like(ref: torch.Tensor) -> torch.Tensor:
+    """:data:`FFHQ_TEMPLATE_512` (5, 2) on ``ref``'s device and dtype (copied once per pair)."""
+    if torch.compiler.is_compiling():
+        return FFHQ_TEMPLATE_512.to(ref)  # a constant of the compiled graph
+    key = ("template", ref.device, ref.dtype)
+    t = _ON_DEVICE.get(key)
+    if t is None:
+        t = _ON_DEVICE[key] = FFHQ_TEMPLATE_512.to(ref)
+    return t
 
 
 def template_landmarks(
@@ -189,12 +211,12 @@ def _params_5pt(lm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     centres = torch.stack([le, re, nose_c, 0.5 * (ml + mr)], 1)
     covs = torch.stack([eye_cov, eye_cov, nose_cov, mouth_cov], 1)
     # Face: template ellipse mapped through the least-squares similarity template -> landmarks.
-    m = similarity_from_points(FFHQ_TEMPLATE_512.to(lm).unsqueeze(0), lm)
+    m = similarity_from_points(_template_like(lm).unsqueeze(0), lm)
     a = m[:, :, :2]
-    centre0 = torch.tensor(_FACE_CENTRE_512, device=lm.device, dtype=lm.dtype)
-    axes2 = torch.tensor(_FACE_AXES_512, device=lm.device, dtype=lm.dtype) ** 2
-    face_c = a @ centre0 + m[:, :, 2]
-    face_s = a @ torch.diag(axes2) @ a.transpose(1, 2)
+    # a @ centre and a @ diag(axes^2) @ a^T, with the template's numbers as Python floats.
+    (cx, cy), (ax, ay) = _FACE_CENTRE_512, _FACE_AXES_512
+    face_c = a[:, :, 0] * cx + a[:, :, 1] * cy + m[:, :, 2]
+    face_s = torch.stack((a[:, :, 0] * ax**2, a[:, :, 1] * ay**2), -1) @ a.transpose(1, 2)
     return centres, covs, face_c, face_s
 
 
@@ -227,6 +249,7 @@ def face_region_masks(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     softness: float = 1.0,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Soft face-region masks, value 1 at each region's centre, falling smoothly to 0.
 
@@ -252,6 +275,8 @@ def face_region_masks(
         dtype: dtype when ``landmarks`` is ``None`` (default float32); else follows ``landmarks``.
         softness: multiplies the standard deviations of the bumps and the width of the face
             ellipse's edge.
+        check_finite: refuse NaN/Inf landmarks (reads a value back from the device: one
+            synchronisation; ``IFQALoss`` does it on its own schedule and passes False).
 
     Returns:
         masks with values in ``[0, 1]``.
@@ -272,7 +297,7 @@ def face_region_masks(
     if landmarks is None:
         landmarks = template_landmarks((h, w), batch_size, device, dtype)
     elif not torch.compiler.is_compiling():
-        _check_landmarks(landmarks)
+        check_landmarks(landmarks, finite=check_finite)
     out_dtype = landmarks.dtype
     lm = landmarks.to(torch.promote_types(out_dtype, torch.float32))  # fp16 overflows x^2 terms
     grid = create_meshgrid(h, w, normalized_coordinates=False, device=lm.device, dtype=lm.dtype)[0]

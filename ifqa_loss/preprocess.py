@@ -149,7 +149,12 @@ def to_model_input(
     """Map checked images to what the network takes: resized to the native size, normalised.
 
     The resize is antialiased (``F.interpolate(..., antialias=True)``), differentiable, and
-    skipped when the image already has the native size.
+    skipped when the image already has the native size. No tensor is made from host data here:
+    ``torch.tensor(values, device="cuda")`` copies from pageable memory and waits for the
+    device, so the normalisation uses Python scalars (per channel only when they differ).
+
+    Shape:
+        x (B, 3, H, W) in ``input_range`` -> (B, 3, S, S) normalised (S: ``cfg.native_size``).
     """
     lo, hi = input_range
     s = cfg.native_size
@@ -157,11 +162,12 @@ def to_model_input(
         x = F.interpolate(
             x, size=(s, s), mode=cfg.interpolation, antialias=True, align_corners=False
         )
-    mean = torch.tensor(cfg.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     if (lo, hi) != (0.0, 1.0):
         x = (x - lo) / (hi - lo)
-    return (x - mean) / std
+    mean, std = tuple(cfg.mean), tuple(cfg.std)
+    if len(set(mean)) == 1 and len(set(std)) == 1:
+        return (x - mean[0]) / std[0]
+    return torch.stack([(x[:, c] - mean[c]) / std[c] for c in range(3)], 1)
 
 
 def resize_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

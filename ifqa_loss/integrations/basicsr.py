@@ -158,9 +158,9 @@ class IFQALoss(_LogsTerms, _CoreIFQALoss):
         input_range: ``[0, 1]`` (BasicSR SR models) or ``[-1, 1]`` (GFPGAN, CodeFormer).
         form: ``one_minus`` or ``softplus`` (see :class:`ifqa_loss.IFQALoss`).
         region_weights: e.g. ``{eyes: 2, nose: 1.5, mouth: 2}`` on the FFHQ-aligned template.
-        check_inputs: the core loss's NaN/Inf and range errors at each call. Off by default
-            here: generator outputs overshoot the range early in training, and an error would
-            stop the run; the first call logs a warning instead when ``input_range`` looks wrong.
+        check_inputs: the core loss's NaN/Inf and range errors (on its first call and every
+            100th after it). Off by default here: an error would stop the run; the first call
+            logs a warning instead when ``input_range`` looks wrong.
 
     Logged term: ``l_ifqa`` (the weighted value returned).
     """
