@@ -100,6 +100,23 @@ def resolve_model(
     return net, cfg
 
 
+def compile_kwargs(compile: bool | str | Mapping[str, object]) -> dict[str, object] | None:
+    """The ``compile`` argument of the loss and the metric as ``torch.compile`` keyword
+    arguments: ``True`` -> ``{}``, a mode string -> ``{"mode": ...}``, a dict as is; None: eager."""
+    if compile is False or compile is None:
+        return None
+    if compile is True:
+        return {}
+    if isinstance(compile, str):
+        return {"mode": compile}
+    if isinstance(compile, Mapping):
+        return dict(compile)
+    raise TypeError(
+        f"compile must be a bool, a torch.compile mode such as 'reduce-overhead', or a dict of "
+        f"torch.compile keyword arguments, got {type(compile).__name__}"
+    )
+
+
 class HoldsDiscriminator(nn.Module):
     """Base of the loss and the metric: keeps the network out of the module tree.
 

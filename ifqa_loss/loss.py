@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._holder import HoldsDiscriminator, WeightsArg, resolve_model
+from ._holder import HoldsDiscriminator, WeightsArg, compile_kwargs, resolve_model
 from .masks import REGIONS, check_landmarks, face_region_masks
 from .models.lean import lean_logits, supports_lean
 from .preprocess import check_images, check_range, resize_map, to_model_input
@@ -53,22 +53,6 @@ def weighted_mean(per_pixel: torch.Tensor, wmap: torch.Tensor | None) -> torch.T
         wmap = F.adaptive_avg_pool2d(wmap, per_pixel.shape[-2:])
     wmap = wmap.expand_as(per_pixel)
     return (per_pixel * wmap).sum((1, 2, 3)) / wmap.sum((1, 2, 3)).clamp_min(1e-8)
-
-
-def _compile_kwargs(compile: bool | str | Mapping[str, object]) -> dict[str, object] | None:
-    """``IFQALoss(compile=...)`` as ``torch.compile`` keyword arguments (None: eager)."""
-    if compile is False or compile is None:
-        return None
-    if compile is True:
-        return {}
-    if isinstance(compile, str):
-        return {"mode": compile}
-    if isinstance(compile, Mapping):
-        return dict(compile)
-    raise TypeError(
-        f"compile must be a bool, a torch.compile mode such as 'reduce-overhead', or a dict of "
-        f"torch.compile keyword arguments, got {type(compile).__name__}"
-    )
 
 
 class IFQALoss(HoldsDiscriminator):
@@ -157,7 +141,7 @@ class IFQALoss(HoldsDiscriminator):
                 f"{check_every!r}; pass check_inputs=False to never check them"
             )
         self.check_every = check_every
-        self._compile_kwargs = _compile_kwargs(compile)
+        self._compile_kwargs = compile_kwargs(compile)
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         if reduction not in REDUCTIONS:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from ._holder import HoldsDiscriminator, WeightsArg, resolve_model
+from ._holder import HoldsDiscriminator, WeightsArg, compile_kwargs, resolve_model
 from .align import AlignOptions
 from .masks import face_region_masks
 from .preprocess import check_images, check_range, to_model_input
@@ -29,7 +29,14 @@ class IFQAMetric(HoldsDiscriminator):
         amp: ``None`` (fp32, exact), ``"bf16"`` or ``"fp16"`` autocast; CUDA only.
         batch_size: images per forward pass; larger inputs are processed in chunks.
         input_range: value range of tensor inputs, ``(0, 1)`` or ``(-1, 1)``.
-        compile: run the network through ``torch.compile`` (one-time compile cost).
+        compile: run the network through ``torch.compile`` (one-time compile cost per batch
+            shape): ``True``, a mode such as ``"max-autotune"``, or a dict of
+            ``torch.compile`` keyword arguments.
+
+    Inputs are checked at every call, values included (NaN/Inf, another convention): each
+    batch scored is new data whose numbers are the result, so unlike :class:`IFQALoss` the
+    check is not spread over calls. For a tensor on the device that is one synchronisation
+    per call; a tensor on the host is checked before it moves, with none.
 
     Example:
         >>> metric = IFQAMetric(model="ifqa", weights="weights/IFQA_Metric.pth")  # doctest: +SKIP
@@ -46,7 +53,7 @@ class IFQAMetric(HoldsDiscriminator):
         amp: str | None = None,
         batch_size: int = 32,
         input_range: Sequence[float] = (0.0, 1.0),
-        compile: bool = False,
+        compile: bool | str | Mapping[str, object] = False,
     ) -> None:
         super().__init__()
         if device is None:
@@ -69,7 +76,8 @@ class IFQAMetric(HoldsDiscriminator):
         self._hold(net, cfg)
         # torch.compile pays a one-time compile cost (tens of seconds for the CNN) per new
         # input shape; worth it for large sets on a GPU.
-        self.__dict__["_net_fn"] = torch.compile(net) if compile else net
+        kwargs = compile_kwargs(compile)
+        self.__dict__["_net_fn"] = net if kwargs is None else torch.compile(net, **kwargs)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp is None or self.device.type != "cuda":

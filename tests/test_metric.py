@@ -69,6 +69,17 @@ def test_amp_is_cuda_only(tiny_cnn):
         IFQAMetric(model=tiny_cnn, device="cpu", amp="int8")
 
 
+def test_compile_takes_torch_compile_arguments(tiny_cnn):
+    """``compile=`` passes a mode or keyword arguments on; the scores stay the eager ones."""
+    torch._dynamo.reset()
+    x = torch.rand(2, 3, 64, 64)
+    eager = IFQAMetric(model=tiny_cnn, device="cpu")(x)
+    compiled = IFQAMetric(model=tiny_cnn, device="cpu", compile={"backend": "eager"})
+    assert torch.allclose(compiled(x), eager, atol=1e-6)
+    with pytest.raises(TypeError, match="compile must be a bool"):
+        IFQAMetric(model=tiny_cnn, device="cpu", compile=1)
+
+
 def test_score_files_records_errors(tmp_path, metric):
     rng = np.random.default_rng(0)
     good = tmp_path / "good.png"
