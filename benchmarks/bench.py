@@ -58,20 +58,29 @@ def batched(metric, images: torch.Tensor, batch: int, device: str, repeats: int)
     return n / (time.perf_counter() - t)
 
 
-def loss_step(crit_or_net, x: torch.Tensor, device: str, naive: bool, amp: bool, iters: int):
-    """Median seconds and peak memory of forward + gradient to the input."""
+def make_loss_step(crit_or_net, x: torch.Tensor, naive: bool, amp: bool):
+    """One loss step as a function: forward (bf16 autocast on ``x``'s device when ``amp``) and
+    gradient to the input ``x`` (B, 3, H, W). ``naive``: ``crit_or_net`` is a bare network,
+    given ``x`` resized to its ``native_size`` in [-1, 1]."""
     import torch.nn.functional as F
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             if naive:
-                y = F.interpolate(x, size=(256, 256), mode="bilinear", antialias=True)
+                s = crit_or_net.native_size
+                y = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True)
                 loss = 1 - crit_or_net(y * 2 - 1).float().mean()
             else:
                 loss = crit_or_net(x)
         loss.backward()
         x.grad = None
 
+    return step
+
+
+def loss_step(crit_or_net, x: torch.Tensor, device: str, naive: bool, amp: bool, iters: int):
+    """Median seconds and peak memory of forward + gradient to the input."""
+    step = make_loss_step(crit_or_net, x, naive, amp)
     step()
     _sync(device)
     if device.startswith("cuda"):
