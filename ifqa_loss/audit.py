@@ -11,7 +11,8 @@ and then looks with measures the loss never sees:
   must keep the degraded image's low frequencies);
 - **C, a restorer**: a :class:`~ifqa_loss.restorer.TinyRestorer`, pre-trained with L1 on
   training faces, then fine-tuned in two copies from the same weights on the same batches,
-  one with L1 and one with L1 + ``ifqa_weight`` times the loss, and run on the audit faces.
+  one with L1 and one with L1 + ``ifqa_weight`` times the loss, and run on the audit faces
+  (at ``restorer_size``, 128 by default, as restorers are often trained on small crops).
 
 Each row compares "before" and "after" images with the clean face: for A and B, the degraded
 input and the optimised image; for C, the L1 restorer's output and the L1 + IFQA restorer's.
@@ -77,9 +78,11 @@ DEGRADATIONS: tuple[AuditDegradation, ...] = (
 class AuditOptions:
     """What the audit runs; every field is a command-line option of ``ifqa audit``.
 
-    ``size``: side of the audit images (faces are resized to it). ``all_degradations``: every
-    face under every degradation (4x the time); by default face ``i`` gets degradation
-    ``i mod 4``, so 16 faces give 4 per degradation.
+    ``size``: side of the audit images (faces are resized to it); ``restorer_size``: side of
+    the setting-C faces (training and audit, degraded at that size; the restorer's cost grows
+    with its square while the discriminator always runs at its native size).
+    ``all_degradations``: every face under every degradation (4x the time); by default face
+    ``i`` gets degradation ``i mod 4``, so 16 faces give 4 per degradation.
     """
 
     settings: str = "ABC"
@@ -88,6 +91,7 @@ class AuditOptions:
     lr: float = 1.0 / 255.0
     fidelity_weight: float = 10.0
     all_degradations: bool = False
+    restorer_size: int = 128
     restorer_warmup: int = 100
     restorer_steps: int = 100
     restorer_batch: int = 4
@@ -107,8 +111,9 @@ class AuditOptions:
             raise ValueError(
                 f"degradations must be among {sorted(known)}, got {list(self.degradations)}"
             )
-        if self.size < MIN_AUDIT_SIZE:
-            raise ValueError(f"size must be >= {MIN_AUDIT_SIZE}, got {self.size}")
+        for name in ("size", "restorer_size"):
+            if getattr(self, name) < MIN_AUDIT_SIZE:
+                raise ValueError(f"{name} must be >= {MIN_AUDIT_SIZE}, got {getattr(self, name)}")
         for name in ("steps", "restorer_steps", "restorer_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -432,21 +437,19 @@ def run_audit(
     cases = make_cases(prepare_faces(faces, opts.size), opts)
     objective = _objective(criterion)
     n = len(cases.degraded)
-    total = (
-        sum(n * opts.steps for s in "AB" if s in opts.settings)
-        + ("C" in opts.settings) * opts.restorer_steps
+    bar = _progress(
+        n * opts.steps * sum(s in opts.settings for s in "AB")
+        + ("C" in opts.settings) * opts.restorer_steps,
+        progress,
     )
-    bar = _progress(total, progress)
 
-    def m(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return measure(x, cases.clean, own, judge, identity)
+    def m(c: Cases) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+        return lambda x: measure(x, c.clean, own, judge, identity)
 
     with torch.no_grad():
-        clean_m, degraded_m = m(cases.clean), m(cases.degraded)
-    results: dict[str, torch.Tensor] = {}
-    after: dict[str, dict[str, torch.Tensor]] = {}
-    rows: list[dict[str, Any]] = []
-    for s, fidelity in (("A", 0.0), ("B", opts.fidelity_weight)):
+        base = {"clean": m(cases)(cases.clean), "degraded": m(cases)(cases.degraded)}
+    out = _Collected(base)
+    for s in "AB":
         if s in opts.settings:
             bar.set_description(f"{s}: {SETTINGS[s]}")
             x = optimise_pixels(
@@ -455,36 +458,67 @@ def run_audit(
                 cases.clean,
                 steps=opts.steps,
                 lr=opts.lr,
-                fidelity_weight=fidelity,
+                fidelity_weight=opts.fidelity_weight if s == "B" else 0.0,
                 on_step=bar.update,
             )
-            results[s] = x
-            with torch.no_grad():
-                after[s] = m(x)
-            rows += _rows(s, cases, degraded_m, after[s], clean_m)
+            out.add(s, cases, {s: x}, m(cases), before=base["degraded"], clean=base["clean"])
     if "C" in opts.settings:
         bar.set_description("C: restorer")
-        train = prepare_faces(train_faces, opts.size)
-        outs = restorer_outputs(objective, train, cases.degraded, opts, lambda: bar.update(1))
-        results.update({f"C {k}": v for k, v in outs.items()})
-        with torch.no_grad():
-            after.update({f"C {k}": m(v) for k, v in outs.items()})
-        rows += _rows("C", cases, after["C L1"], after["C L1+IFQA"], clean_m)
+        small = make_cases(prepare_faces(faces, opts.restorer_size), opts)
+        train = prepare_faces(train_faces, opts.restorer_size)
+        outs = restorer_outputs(objective, train, small.degraded, opts, lambda: bar.update(1))
+        out.add("C", small, {f"C {k}": v for k, v in outs.items()}, m(small))
     bar.close()
+    out.images = {"clean": cases.clean, "degraded": cases.degraded, **out.images}
+    out.images.update(
+        {k: resize_antialiased(v, opts.size) for k, v in out.images.items() if k.startswith("C")}
+    )
     return {
         "options": asdict(opts),
-        "cases": {
-            "face": cases.face,
-            "degradation": cases.degradation,
-            "clean": _per_case(clean_m),
-            "degraded": _per_case(degraded_m),
-            **{k: _per_case(v) for k, v in after.items()},
-        },
-        "rows": rows,
-        "verdicts": {r["setting"]: r["verdict"] for r in rows if "verdict" in r},
-        "images": {"clean": cases.clean, "degraded": cases.degraded, **results},
+        "cases": {"face": cases.face, "degradation": cases.degradation, **out.per_case},
+        "rows": out.rows,
+        "verdicts": {r["setting"]: r["verdict"] for r in out.rows if "verdict" in r},
+        "images": out.images,
         "seconds": time.time() - t0,
+        "seconds_per_setting": out.seconds,
     }
+
+
+class _Collected:
+    """Rows, per-case measures, images and timings, setting by setting."""
+
+    def __init__(self, base: dict[str, dict[str, torch.Tensor]]) -> None:
+        self.per_case = {k: _per_case(v) for k, v in base.items()}
+        self.rows: list[dict[str, Any]] = []
+        self.images: dict[str, torch.Tensor] = {}
+        self.seconds: dict[str, float] = {}
+        self._t = time.time()
+
+    def add(
+        self,
+        setting: str,
+        cases: Cases,
+        images: dict[str, torch.Tensor],
+        measure_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+        *,
+        before: dict[str, torch.Tensor] | None = None,
+        clean: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Measure ``images`` (one result, or C's two branches: before = the first)."""
+        with torch.no_grad():
+            got = {k: measure_fn(v) for k, v in images.items()}
+            if clean is None:
+                clean = measure_fn(cases.clean)
+        keys = list(got)
+        before = before if before is not None else got[keys[0]]
+        self.rows += _rows(setting, cases, before, got[keys[-1]], clean)
+        self.per_case.update({k: _per_case(v) for k, v in got.items()})
+        if setting == "C":
+            self.per_case["C clean"] = _per_case(clean)
+        self.images.update(images)
+        now = time.time()
+        self.seconds[setting] = round(now - self._t, 1)
+        self._t = now
 
 
 class _NoBar:

@@ -144,6 +144,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[
         lr=args.lr,
         fidelity_weight=args.fidelity_weight,
         all_degradations=args.all_degradations,
+        restorer_size=args.restorer_size,
         restorer_warmup=args.restorer_warmup,
         restorer_steps=args.restorer_steps,
         ifqa_weight=args.ifqa_weight,
@@ -275,6 +276,12 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "--all-degradations",
         action="store_true",
         help="every face under every degradation (default: face i gets degradation i mod 4)",
+    )
+    a.add_argument(
+        "--restorer-size",
+        type=int,
+        default=d.restorer_size,
+        help=f"C: face side for the restorer (default {d.restorer_size})",
     )
     a.add_argument("--restorer-warmup", type=int, default=d.restorer_warmup, help="C: L1 steps")
     a.add_argument(

@@ -66,7 +66,15 @@ def faces() -> list[torch.Tensor]:
     return out
 
 
-OPTS = dict(size=S, steps=30, lr=2 / 255, restorer_warmup=10, restorer_steps=6, restorer_batch=2)
+OPTS = dict(
+    size=S,
+    steps=30,
+    lr=2 / 255,
+    restorer_size=S,
+    restorer_warmup=10,
+    restorer_steps=6,
+    restorer_batch=2,
+)
 
 
 def _audit(d: Discriminator, faces, train, judge=None, **kw):
@@ -160,6 +168,7 @@ def _write_faces(folder, faces, size=64):
 
 
 TINY = ["--size", "64", "--steps", "2", "--restorer-warmup", "1", "--restorer-steps", "1"]
+TINY += ["--restorer-size", "64"]
 
 
 def test_audit_command_writes_table_json_and_grid(tmp_path, faces, capsys):
