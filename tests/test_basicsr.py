@@ -408,3 +408,20 @@ def test_float_jpeg_quality_is_accepted():
     img = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
     out = degradations.random_add_jpg_compression(img, [60.0, 100.0])
     assert out.shape == img.shape and out.dtype == np.float32
+
+
+def test_perceptual_slot_matches_features_of_the_ground_truth(lite_weights):
+    """The perceptual entry defaults to form=features (the audit finds one_minus gamed): zero
+    at the ground truth, positive away from it; PixelIFQALoss hands the target on too."""
+    from basicsr.losses import build_loss
+
+    keys = dict(input_range=[-1, 1], **_ifqa_keys(lite_weights))
+    cri = build_loss({"type": "IFQAPerceptualLoss", **keys})
+    assert cri.form == "features"
+    torch.manual_seed(2)
+    gt = torch.rand(1, 3, 128, 128) * 2 - 1
+    assert cri(gt, gt)[0].abs() < 1e-6
+    assert cri((gt + 0.2 * torch.randn_like(gt)).clamp(-1, 1), gt)[0] > 1e-3
+    pix = build_loss({"type": "PixelIFQALoss", "form": "features", **keys})
+    pix(gt, gt)
+    assert pix.pop_log_terms()["l_ifqa"].abs() < 1e-6

@@ -156,7 +156,8 @@ class IFQALoss(_LogsTerms, _CoreIFQALoss):
         model: ``auto``, ``ifqa``, ``ifqa++``, ``ifqa-lite`` or another registered model.
         weights: checkpoint file or folder for ``model`` (None: search, see the README).
         input_range: ``[0, 1]`` (BasicSR SR models) or ``[-1, 1]`` (GFPGAN, CodeFormer).
-        form: ``one_minus`` or ``softplus`` (see :class:`ifqa_loss.IFQALoss`).
+        form: ``one_minus``, ``softplus``, or the full-reference ``features``/``map``, which
+            compare with the ground truth BasicSR passes (see :class:`ifqa_loss.IFQALoss`).
         region_weights: e.g. ``{eyes: 2, nose: 1.5, mouth: 2}`` on the FFHQ-aligned template.
         check_inputs: the core loss's NaN/Inf and range errors (on its first call and every
             100th after it). Off by default here: an error would stop the run; the first call
@@ -194,7 +195,8 @@ class IFQALoss(_LogsTerms, _CoreIFQALoss):
         weight: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """``loss(output, gt)``: the target is ignored; see :meth:`ifqa_loss.IFQALoss.forward`."""
+        """``loss(output, gt)``: ``gt`` is used by the full-reference forms only; see
+        :meth:`ifqa_loss.IFQALoss.forward`."""
         _warn_range_once(self, pred, self.input_range)
         out = super().forward(pred, target, weight, **kwargs)
         self._record({"l_ifqa": out})
@@ -205,8 +207,15 @@ class IFQAPerceptualLoss(IFQALoss):
     """:class:`IFQALoss` for the perceptual slot of SRModel/GFPGAN: returns ``(loss, None)``.
 
     Those models call ``l_percep, l_style = self.cri_perceptual(output, gt)``; ``None`` tells
-    them there is no style term. Same YAML keys as ``IFQALoss``.
+    them there is no style term. Same YAML keys as ``IFQALoss``, but ``form`` defaults to
+    ``features`` (the discriminator's features of the output matched to the ground truth's,
+    as a VGG perceptual loss is used): ``ifqa audit`` finds the no-reference ``one_minus``
+    gamed with the bundled model and ``features`` not (README, "Is the loss gaming the
+    discriminator?").
     """
+
+    def __init__(self, *args: Any, form: str = "features", **kwargs: Any) -> None:
+        super().__init__(*args, form=form, **kwargs)
 
     def forward(  # type: ignore[override]
         self,
@@ -221,7 +230,8 @@ class IFQAPerceptualLoss(IFQALoss):
 class PixelIFQALoss(_LogsTerms, nn.Module):
     """A BasicSR pixel loss plus IFQA, for the ``pixel_opt`` slot; returns one tensor.
 
-    ``loss = loss_weight * (pixel_weight * Pixel(pred, gt) + ifqa_weight * IFQA(pred))``
+    ``loss = loss_weight * (pixel_weight * Pixel(pred, gt) + ifqa_weight * IFQA(pred, gt))``
+    (the no-reference forms ignore ``gt``; ``form: features`` matches its features).
 
     Args:
         loss_weight: multiplier of the sum.
@@ -313,7 +323,7 @@ class PixelIFQALoss(_LogsTerms, nn.Module):
             raise ValueError("PixelIFQALoss needs the target for its pixel term: loss(pred, gt)")
         _warn_range_once(self, pred, self.ifqa.input_range)
         pix = self.pixel(pred, target, weight=weight) * self.loss_weight
-        q = self.ifqa(pred, **kwargs) * self.loss_weight
+        q = self.ifqa(pred, target, **kwargs) * self.loss_weight
         self._record({self.pixel_name: pix, "l_ifqa": q})
         return pix + q
 
