@@ -105,6 +105,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ifqa-weight", type=float, default=0.1, help="w in L1 + w * IFQALoss")
     ap.add_argument("--model", default="auto", help="IFQA model (auto, ifqa, ifqa-lite, ...)")
+    ap.add_argument(
+        "--form",
+        default="features",
+        help="IFQALoss form: features (default; matches D's features of the clean face) or "
+        "one_minus (no reference; `ifqa audit` finds it gamed with the bundled model)",
+    )
     ap.add_argument("--weights", default=None, help="IFQA checkpoint for --model")
     ap.add_argument("--n-test", type=int, default=8, help="test degradations per test face")
     ap.add_argument("--seed", type=int, default=0)
@@ -120,10 +126,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     gt_test = to_tensor([f for f in test_faces for _ in range(a.n_test)])
     lq_test = to_tensor([degrade(f, test_rng) for f in test_faces for _ in range(a.n_test)])
 
-    criterion = IFQALoss(model=a.model, weights=a.weights)  # images in [0, 1]
+    criterion = IFQALoss(model=a.model, weights=a.weights, form=a.form)  # images in [0, 1]
     metric = IFQAMetric(model=a.model, weights=a.weights, device="cpu")
     print(f"data: {desc}")
-    print(f"IFQA model: {criterion.model_name} ({criterion.weights_origin})")
+    print(f"IFQA model: {criterion.model_name} ({criterion.weights_origin}), form {a.form}")
 
     def batch() -> tuple[torch.Tensor, torch.Tensor]:
         idx = rng.integers(0, len(train_faces), a.batch)
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     branches = fine_tune_pair(
         base,
         batch,
-        lambda out, gt: a.ifqa_weight * criterion(out),
+        lambda out, gt: a.ifqa_weight * criterion(out, gt),
         steps=a.steps,
         lr=a.lr,
         names=names,
