@@ -187,6 +187,8 @@ def test_validation_families_grow_with_strength():
         assert errs[-1] > errs[1]
     blurred = [_hf_energy(degrade(img, "blur", s)) for s in (0.0, 1.0, 2.0, 4.0)]
     assert blurred == sorted(blurred, reverse=True)
+    sharpened = [_hf_energy(degrade(img, "unsharp", a)) for a in (0.0, 1.0, 2.0, 3.0)]
+    assert sharpened == sorted(sharpened)  # more high frequencies the stronger the mask
     noisy = degrade(img, "noise", 15.0, seed=0) - img
     assert abs(noisy.std() * 255 - 15) < 1.5
     assert np.array_equal(degrade(img, "noise", 15.0, seed=4), degrade(img, "noise", 15.0, seed=4))
@@ -538,7 +540,8 @@ def test_validate_main_prints_a_table_and_json(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "ifqa-lite" in text and "clean>degraded" in text and "held-out faces" in text
     res = json.loads(out.read_text())
-    assert res["n_faces"] == 2 and set(res["families"]) == {"blur", "downup", "noise", "jpeg"}
+    fams = {"blur", "downup", "noise", "jpeg", "unsharp"}
+    assert res["n_faces"] == 2 and set(res["families"]) == fams
     assert all(0.0 <= f["pair_accuracy"] <= 1.0 for f in res["families"].values())
 
 

@@ -7,7 +7,8 @@ size, as it does for a restorer's output). Reported per family:
 
 - ``pair_accuracy``: share of faces whose clean score is strictly higher than the score of the
   same face at the family's test strength (blur sigma 2, 4x down-up bicubic, noise 15/255,
-  JPEG quality 20);
+  JPEG quality 20, unsharp mask amount 2 at sigma 2: over-sharpening must not score as more
+  real);
 - ``spearman_mean``: Spearman's rho between strength (level index) and score, computed per face
   and averaged over faces (the figure the target refers to); ``spearman_pooled``: the same over
   all (face, level) pairs pooled.
@@ -49,14 +50,18 @@ FAMILIES: tuple[Family, ...] = (
     Family("downup", "x", (1.0, 1.5, 2.0, 3.0, 4.0, 6.0), 4.0),
     Family("noise", "sigma/255", (0.0, 5.0, 10.0, 15.0, 20.0, 25.0), 15.0),
     Family("jpeg", "q", (None, 80.0, 60.0, 40.0, 20.0, 10.0), 20.0),
+    # Over-sharpening (the halos GAN restorers are criticised for): a gamed loss rewards it.
+    Family("unsharp", "amount", (0.0, 0.5, 1.0, 2.0, 3.0), 2.0),
 )
+UNSHARP_SIGMA = 2.0  # px at the 512 evaluation size
 
 
 def degrade(img: np.ndarray, family: str, level: float | None, seed: int = 0) -> np.ndarray:
     """One family at one strength on an (H, W, 3) float32 RGB image in [0, 1] (8-bit output).
 
     blur: Gaussian, sigma in pixels; downup: factor, antialiased bicubic down then bicubic up;
-    noise: Gaussian, sigma in 1/255 units, seeded; jpeg: OpenCV quality (None: untouched).
+    noise: Gaussian, sigma in 1/255 units, seeded; jpeg: OpenCV quality (None: untouched);
+    unsharp: unsharp mask ``img + amount * (img - blur(img, sigma 2))``, clipped.
     """
     if family == "blur":
         out = gaussian_blur(img, float(level or 0.0))
@@ -66,8 +71,13 @@ def degrade(img: np.ndarray, family: str, level: float | None, seed: int = 0) ->
         out = add_gaussian_noise(img, float(level or 0.0), np.random.default_rng(seed))
     elif family == "jpeg":
         out = img.copy() if level is None else jpeg(img, float(level))
+    elif family == "unsharp":
+        amount = float(level or 0.0)
+        out = img + amount * (img - gaussian_blur(img, UNSHARP_SIGMA)) if amount else img.copy()
     else:
-        raise ValueError(f"unknown degradation family {family!r}; use blur, downup, noise, jpeg")
+        raise ValueError(
+            f"unknown degradation family {family!r}; use blur, downup, noise, jpeg, unsharp"
+        )
     return quantize(out)
 
 
