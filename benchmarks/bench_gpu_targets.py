@@ -222,6 +222,14 @@ def loss_section(a, size: Size, rows: list[Row], compile_opts: Callable[[str | N
         del crit
 
 
+def host_images(seed: int, n: int, n_tensor: int, s: int, pin: bool):
+    """Decoded test images on the host: ``n`` (H, W, 3) uint8 arrays for the loop and the first
+    ``n_tensor`` as a (N, 3, s, s) uint8 tensor, pinned for the GPU when ``pin``."""
+    imgs = np.random.default_rng(seed).integers(0, 255, (n, s, s, 3), np.uint8)
+    timgs = torch.from_numpy(imgs[:n_tensor]).permute(0, 3, 1, 2).contiguous()
+    return imgs, timgs.pin_memory() if pin else timgs
+
+
 def score_section(a, size: Size, rows: list[Row], compile_opts: Callable[[str | None], dict]):
     from ifqa_loss import IFQAMetric
 
@@ -230,11 +238,9 @@ def score_section(a, size: Size, rows: list[Row], compile_opts: Callable[[str | 
     amp = "bf16" if gpu else None  # IFQAMetric offers autocast on CUDA only
     s = size.cnn_native
     sec = f"ifqa scoring {s}px"
-    rng = np.random.default_rng(0)
-    imgs = rng.integers(0, 255, (max(size.score_images, size.loop_images), s, s, 3), np.uint8)
-    timgs = torch.from_numpy(imgs[: size.score_images]).permute(0, 3, 1, 2).contiguous()
-    if gpu:
-        timgs = timgs.pin_memory()
+    imgs, timgs = host_images(
+        0, max(size.score_images, size.loop_images), size.score_images, s, gpu
+    )
     net = cnn(size, dev).eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -290,11 +296,7 @@ def vit_section(a, size: Size, rows: list[Row], compile_opts: Callable[[str | No
         p.requires_grad_(False)
     s = vit.native_size
     sec = f"ifqa++ scoring {s}px"
-    rng = np.random.default_rng(1)
-    imgs = rng.integers(0, 255, (size.vit_images, s, s, 3), np.uint8)
-    timgs = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
-    if gpu:
-        timgs = timgs.pin_memory()
+    imgs, timgs = host_images(1, size.vit_images, size.vit_images, s, gpu)
 
     def loop():
         v = original_style(vit, list(imgs[: size.vit_loop_images]), s, dev)
