@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from .._io import IMAGE_EXTS
+from .artefacts import random_artefact
 from .config import DataConfig, DegradationConfig
 from .degradations import random_degradation
 
@@ -145,15 +146,11 @@ class FaceStream(Dataset):
         base = resize_antialiased(face, size)
         img = np.ascontiguousarray(base.numpy().transpose(1, 2, 0), dtype=np.float32)
         real0 = resize_antialiased(face, self.native)
+        # drawn only when on, so that streams without artefacts keep their random draws
+        artefact = bool(self.deg.artefact_prob) and rng.random() < self.deg.artefact_prob
         tries = max(1, self.deg.max_tries) if self.deg.max_psnr is not None else 1
         for _ in range(tries):
-            _, degraded, params = random_degradation(img, self.deg, rng)
-            real = real0
-            if params["gray"]:  # the real sample turns gray too, as in GFPGAN (colour is no cue)
-                w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-                real = (real0 * w).sum(0, keepdim=True).expand(3, -1, -1).contiguous()
-            deg_t = torch.from_numpy(degraded.transpose(2, 0, 1).copy())
-            fake = resize_antialiased(deg_t, self.native)
+            real, fake = self._fake(img, real0, artefact, rng)
             if self.deg.max_psnr is None or psnr(real, fake) <= self.deg.max_psnr:
                 break
         return {
@@ -161,6 +158,28 @@ class FaceStream(Dataset):
             "degraded": fake.clamp(0, 1) * 2 - 1,
             "index": idx,
         }
+
+    def _fake(
+        self, img: np.ndarray, real0: torch.Tensor, artefact: bool, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One draw of ``(real, fake)`` at the native size from the clean ``img`` (HWC).
+
+        The fake is an over-restoration artefact when ``artefact``, else a degradation; the real
+        sample is ``real0``, turned gray when the degradation's gray option fires (as in GFPGAN:
+        colour is no cue).
+        """
+        gray = False
+        if artefact:
+            out, _ = random_artefact(img, self.deg, rng)
+        else:
+            _, out, params = random_degradation(img, self.deg, rng)
+            gray = params["gray"]
+        real = real0
+        if gray:
+            w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+            real = (real0 * w).sum(0, keepdim=True).expand(3, -1, -1).contiguous()
+        fake = resize_antialiased(torch.from_numpy(out.transpose(2, 0, 1).copy()), self.native)
+        return real, fake
 
 
 def augment(face: torch.Tensor, cfg: DataConfig, rng: np.random.Generator) -> torch.Tensor:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from .artefacts import unsharp
 from .degradations import add_gaussian_noise, down_up, gaussian_blur, jpeg, quantize
 
 EVAL_SIZE = 512
@@ -72,8 +73,7 @@ def degrade(img: np.ndarray, family: str, level: float | None, seed: int = 0) ->
     elif family == "jpeg":
         out = img.copy() if level is None else jpeg(img, float(level))
     elif family == "unsharp":
-        amount = float(level or 0.0)
-        out = img + amount * (img - gaussian_blur(img, UNSHARP_SIGMA)) if amount else img.copy()
+        out = unsharp(img, UNSHARP_SIGMA, float(level or 0.0))
     else:
         raise ValueError(
             f"unknown degradation family {family!r}; use blur, downup, noise, jpeg, unsharp"
