@@ -25,6 +25,10 @@ class ModelConfig:
 
     width: float = 0.25
     native_size: int = 256
+    # Start from these weights instead of a random initialisation (fine-tuning; our addition):
+    # a registered model name (e.g. ``ifqa-lite``) or a safetensors/checkpoint path. Ignored
+    # when a run resumes from its own checkpoint. Empty: random initialisation.
+    init: str = ""
 
 
 @dataclass
@@ -108,6 +112,25 @@ class DegradationConfig:
     max_tries: int = 8
     single_op_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
     quantize: bool = True
+    # Over-restoration artefacts as fakes (our addition; see ifqa_loss/train/artefacts.py): with
+    # probability ``artefact_prob`` a sample's fake is one artefact of the clean face at the
+    # degradation size instead of the degradation chain (max_psnr redraws apply to it too), so
+    # that halos, ringing, colour casts, plastic skin and checkerboards do not score as real.
+    # ``artefact_weights``: relative odds of unsharp, ringing, cast, smooth, checker. Strengths:
+    # unsharp mask sigma (px) and amount; ideal low-pass cutoff (fraction of Nyquist); cast
+    # magnitude per channel (1/255, random sign per channel, random dark weighting); bilateral
+    # sigma_color (intensity in [0, 1]) and sigma_space (px); checkerboard amplitude (1/255) and
+    # period (px, integers, both ends included). 0 (the default) leaves the stream unchanged.
+    artefact_prob: float = 0.0
+    artefact_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0])
+    unsharp_sigma: list[float] = field(default_factory=lambda: [1.0, 4.0])
+    unsharp_amount: list[float] = field(default_factory=lambda: [0.5, 3.0])
+    ringing_cutoff: list[float] = field(default_factory=lambda: [0.15, 0.5])
+    cast_shift: list[float] = field(default_factory=lambda: [4.0, 20.0])
+    smooth_sigma_color: list[float] = field(default_factory=lambda: [0.05, 0.2])
+    smooth_sigma_space: list[float] = field(default_factory=lambda: [2.0, 8.0])
+    checker_amplitude: list[float] = field(default_factory=lambda: [2.0, 8.0])
+    checker_period: list[int] = field(default_factory=lambda: [1, 2])
 
 
 @dataclass
@@ -159,6 +182,22 @@ class LossConfig:
     # Rescale each fake image's visibility weights to mean 1, so that a blur (visible at edges
     # only) teaches as much as noise (visible everywhere).
     fake_visibility_normalize: bool = False
+    # Hardening against what optimises the discriminator (our addition; ``hardening.py``).
+    # Adversarial fakes: ``pgd_fraction`` of the fake slots (the last ones) are replaced by
+    # ``pgd_steps`` signed-gradient steps of ``pgd_step_size``/255 that raise the current
+    # discriminator's region-weighted mean logit, started from the degraded face or, for a
+    # share ``pgd_from_real`` of them, from the real face. They join after ``pgd_start`` of the
+    # steps (a fresh discriminator has no useful gradient to attack).
+    pgd_fraction: float = 0.0
+    pgd_steps: int = 5
+    pgd_step_size: float = 2.0
+    pgd_from_real: float = 0.5
+    pgd_start: float = 0.0
+    # R1 (input-gradient) penalty on real faces, ``r1_weight * H*W * |grad_x s(x)|^2``, added
+    # every ``r1_every`` steps with its weight multiplied by ``r1_every`` (lazy regularisation).
+    # Single-process only.
+    r1_weight: float = 0.0
+    r1_every: int = 4
 
 
 @dataclass
@@ -332,6 +371,23 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError("degradation.single_op_weights must be 4 non-negative numbers, not all 0")
     if d.min_ops > 4:
         raise ValueError(f"degradation.min_ops must be <= 4, got {d.min_ops}")
+    if not 0.0 <= d.artefact_prob <= 1.0:
+        raise ValueError(f"degradation.artefact_prob must be in [0, 1], got {d.artefact_prob}")
+    if len(d.artefact_weights) != 5 or min(d.artefact_weights) < 0 or not sum(d.artefact_weights):
+        raise ValueError(
+            "degradation.artefact_weights must be 5 non-negative numbers (unsharp, ringing, cast,"
+            f" smooth, checker), not all 0, got {d.artefact_weights}"
+        )
+    _check_range("degradation.unsharp_sigma", d.unsharp_sigma, 0.0)
+    _check_range("degradation.unsharp_amount", d.unsharp_amount, 0.0)
+    _check_range("degradation.ringing_cutoff", d.ringing_cutoff, 0.0)
+    _check_range("degradation.cast_shift", d.cast_shift, 0.0)
+    _check_range("degradation.smooth_sigma_color", d.smooth_sigma_color, 0.0)
+    _check_range("degradation.smooth_sigma_space", d.smooth_sigma_space, 0.0)
+    _check_range("degradation.checker_amplitude", d.checker_amplitude, 0.0)
+    _check_range("degradation.checker_period", d.checker_period, 1)
+    if any(int(v) != v for v in d.checker_period):
+        raise ValueError(f"degradation.checker_period must be whole pixels, got {d.checker_period}")
     lo = cfg.loss
     if not 0.0 <= lo.fake_degraded_fraction <= 1.0:
         raise ValueError("loss.fake_degraded_fraction must be in [0, 1]")
@@ -339,6 +395,7 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError("loss.mix_fraction must be in [0, 1]")
     if not 0.0 <= lo.mix_start < 1.0:
         raise ValueError(f"loss.mix_start must be in [0, 1), got {lo.mix_start}")
+    _validate_hardening(lo)
     r = cfg.run
     if r.steps < 0 or r.batch_size < 1:
         raise ValueError(
@@ -354,3 +411,21 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError(f"run.crop_fraction must be in [0, 1], got {r.crop_fraction}")
     if r.export_dtype not in ("float32", "float16"):
         raise ValueError(f"run.export_dtype must be float32 or float16, got {r.export_dtype!r}")
+
+
+def _validate_hardening(lo: LossConfig) -> None:
+    for name in ("pgd_fraction", "pgd_from_real"):
+        v = getattr(lo, name)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"loss.{name} must be in [0, 1], got {v}")
+    if not 0.0 <= lo.pgd_start < 1.0:
+        raise ValueError(f"loss.pgd_start must be in [0, 1), got {lo.pgd_start}")
+    if lo.pgd_fraction and (lo.pgd_steps < 1 or not lo.pgd_step_size > 0):
+        raise ValueError(
+            "with loss.pgd_fraction > 0, loss.pgd_steps must be >= 1 and loss.pgd_step_size "
+            f"> 0 (1/255 units), got {lo.pgd_steps} and {lo.pgd_step_size}"
+        )
+    if lo.r1_weight < 0 or lo.r1_every < 1:
+        raise ValueError(
+            f"loss.r1_weight must be >= 0 and loss.r1_every >= 1, got {lo.r1_weight}, {lo.r1_every}"
+        )

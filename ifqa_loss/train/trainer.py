@@ -55,6 +55,8 @@ from .fpr import (
     weighted_bce,
 )
 from .generator import RestorationGenerator
+from .hardening import adversarial_fakes, input_gradient_penalty, pgd_slots
+from .validation import evaluate
 
 log = logging.getLogger("ifqa_loss.train")
 
@@ -283,6 +285,58 @@ def train(
             dist.destroy_process_group()
 
 
+LOG_KEYS = (
+    "loss_d",
+    "d_real",
+    "d_fake",
+    "d_mix",
+    "d_rank",
+    "d_r1",
+    "loss_g",
+    "g_rec",
+    "g_adv",
+    "acc_real",
+    "acc_fake",
+    "acc_gen",
+    "acc_pgd",
+    "acc_mix",
+)
+
+
+@dataclass
+class _Run:
+    """What a training run carries from step to step."""
+
+    cfg: TrainConfig
+    out: Path
+    di: DistInfo
+    device: torch.device
+    d_core: IFQACNN
+    g_core: RestorationGenerator
+    d_net: nn.Module
+    g_net: nn.Module
+    opt_d: torch.optim.Optimizer
+    opt_g: torch.optim.Optimizer
+    d_ema: IFQACNN | None
+    start: int = 0
+    elapsed_before: float = 0.0
+    t_start: float = 0.0
+
+    @property
+    def d_final(self) -> IFQACNN:
+        """What validation and export use: the averaged weights when EMA is on."""
+        return self.d_ema if self.d_ema is not None else self.d_core
+
+
+@dataclass
+class _Batch:
+    real: torch.Tensor
+    deg: torch.Tensor
+    wmap: torch.Tensor
+    target: torch.Tensor  # region-swap labels of the first n_mix samples
+    n_mix: int
+
+
 def _train(
     cfg: TrainConfig,
     out: Path,
@@ -296,15 +350,40 @@ def _train(
     crash_at_step: int | None,
     t_start: float,
 ) -> dict[str, Any]:
-    from .validation import evaluate  # local import: validation pulls in the metric
+    _seed_everything(cfg.run.seed)
+    faces, val_faces, train_files, val_files = _load_data(cfg, di, data_root, faces, val_faces)
+    stream = FaceStream(
+        faces, cfg.data, cfg.degradation, cfg.model.native_size, cfg.run.seed, di.rank, di.world
+    )
+    run = _build_run(cfg, out, di, device, resume, t_start)
+    if di.is_main:
+        _write_run_files(out, cfg, train_files, val_files)
+    loader = DataLoader(
+        stream,
+        batch_size=cfg.run.batch_size,
+        sampler=StreamSampler(run.start * cfg.run.batch_size, cfg.run.steps * cfg.run.batch_size),
+        num_workers=cfg.data.num_workers,
+        drop_last=True,
+    )
+    _log_start(run, len(faces))
+    step, val_history = _loop(run, loader, val_faces, crash_at_step)
+    return _finish(run, step, val_history, export_path, val_faces)
 
-    run, lcfg = cfg.run, cfg.loss
-    seed = run.seed
+
+def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
-    # ---- data
+
+def _load_data(
+    cfg: TrainConfig,
+    di: DistInfo,
+    data_root: str | os.PathLike | None,
+    faces: list[torch.Tensor] | None,
+    val_faces: list[torch.Tensor] | None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, list[Path], list[Path]]:
+    """Training faces (uint8) and held-out faces (float, main rank), from files unless given."""
     train_files: list[Path] = []
     val_files: list[Path] = []
     if faces is None:
@@ -315,315 +394,391 @@ def _train(
             from .data import load_face
 
             val_faces = [load_face(p, 512) for p in val_files]
-    stream = FaceStream(
-        faces, cfg.data, cfg.degradation, cfg.model.native_size, seed, di.rank, di.world
-    )
+    return faces, val_faces, train_files, val_files
 
-    # ---- models and optimisers
+
+def init_weights(d: IFQACNN, spec: str) -> None:
+    """Load the discriminator's starting weights: a registered model name or a file path."""
+    from ..models.registry import list_models
+    from ..weights import find_weights, read_state_dict
+
+    names = {m.name for m in list_models()}
+    path = find_weights(spec) if spec in names else Path(spec).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model.init {spec!r}: no such file, and not a registered model ({sorted(names)})"
+        )
+    sd = read_state_dict(path)
+    own = d.state_dict()
+    d.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()})
+    log.info("discriminator initialised from %s", path)
+
+
+def _build_run(
+    cfg: TrainConfig, out: Path, di: DistInfo, device: torch.device, resume: bool, t0: float
+) -> _Run:
+    """Both networks and optimisers, from the run's checkpoint, ``model.init`` or at random."""
+    if cfg.loss.r1_weight and di.active:
+        raise ValueError("loss.r1_weight is single-process only (not with torchrun)")
     d_core, g_core = build_models(cfg)
+    if cfg.model.init:
+        init_weights(d_core, cfg.model.init)
     d_core.to(device)
     g_core.to(device)
+    o = cfg.optim
     opt_d = torch.optim.Adam(
-        d_core.parameters(),
-        lr=cfg.optim.lr_d,
-        betas=tuple(cfg.optim.betas_d),
-        weight_decay=cfg.optim.weight_decay,
+        d_core.parameters(), lr=o.lr_d, betas=tuple(o.betas_d), weight_decay=o.weight_decay
     )
     opt_g = torch.optim.Adam(
-        g_core.parameters(),
-        lr=cfg.optim.lr_g,
-        betas=tuple(cfg.optim.betas_g),
-        weight_decay=cfg.optim.weight_decay,
+        g_core.parameters(), lr=o.lr_g, betas=tuple(o.betas_g), weight_decay=o.weight_decay
     )
-    d_ema = copy.deepcopy(d_core).requires_grad_(False) if cfg.optim.ema_decay else None
-    start, elapsed_before = 0, 0.0
-    ckpt_path = out / "ckpt" / CKPT_NAME
-    if resume and ckpt_path.is_file():
-        ck = load_checkpoint(ckpt_path)
-        if ck.get("world_size", 1) != di.world:
-            log.warning(
-                "checkpoint was written with world size %s, now %s: the data order changes",
-                ck.get("world_size"),
-                di.world,
-            )
-        d_core.load_state_dict(ck["D"])
-        if d_ema is not None:
-            d_ema.load_state_dict(ck["D_ema"] if "D_ema" in ck else ck["D"])
-        g_core.load_state_dict(ck["G"])
-        opt_d.load_state_dict(ck["opt_d"])
-        opt_g.load_state_dict(ck["opt_g"])
-        _set_rng_state(ck["rng"])
-        start = int(ck["step"])
-        elapsed_before = float(ck.get("elapsed_s", 0.0))
-        log.info("resumed from %s at step %d", ckpt_path, start)
-    elif resume:
-        log.info("no checkpoint at %s: starting from step 0", ckpt_path)
-
-    if di.is_main:
-        with open(out / "config.yaml", "w", encoding="utf-8") as f:
-            yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-        if train_files:
-            (out / "split.json").write_text(
-                json.dumps(
-                    {"train": [str(p) for p in train_files], "val": [str(p) for p in val_files]},
-                    indent=1,
-                )
-            )
-
-    d_final = d_ema if d_ema is not None else d_core  # what validation and export use
+    d_ema = copy.deepcopy(d_core).requires_grad_(False) if o.ema_decay else None
     d_net: nn.Module = _Logits(d_core)
     g_net: nn.Module = g_core
     if di.active:
         ids = [device.index] if device.type == "cuda" else None
         d_net = DDP(d_net, device_ids=ids, broadcast_buffers=False)
         g_net = DDP(g_net, device_ids=ids, broadcast_buffers=False)
+    run = _Run(cfg, out, di, device, d_core, g_core, d_net, g_net, opt_d, opt_g, d_ema, t_start=t0)
+    ckpt_path = out / "ckpt" / CKPT_NAME
+    if resume and ckpt_path.is_file():
+        _restore(run, load_checkpoint(ckpt_path))
+        log.info("resumed from %s at step %d", ckpt_path, run.start)
+    elif resume:
+        log.info("no checkpoint at %s: starting from step 0", ckpt_path)
+    return run
 
-    total = run.steps
-    crop_steps = round(total * run.crop_fraction) if run.crop_size else 0
-    bsz = run.batch_size
-    n_fake_deg = round(bsz * lcfg.fake_degraded_fraction)
-    n_gen = bsz - n_fake_deg
-    n_mix_full = round(bsz * lcfg.mix_fraction)
-    mix_from = round(total * lcfg.mix_start)
-    size = cfg.model.native_size
-    loader = DataLoader(
-        stream,
-        batch_size=bsz,
-        sampler=StreamSampler(start * bsz, total * bsz),
-        num_workers=cfg.data.num_workers,
-        drop_last=True,
-    )
+
+def _restore(run: _Run, ck: dict[str, Any]) -> None:
+    if ck.get("world_size", 1) != run.di.world:
+        log.warning(
+            "checkpoint was written with world size %s, now %s: the data order changes",
+            ck.get("world_size"),
+            run.di.world,
+        )
+    run.d_core.load_state_dict(ck["D"])
+    if run.d_ema is not None:
+        run.d_ema.load_state_dict(ck["D_ema"] if "D_ema" in ck else ck["D"])
+    run.g_core.load_state_dict(ck["G"])
+    run.opt_d.load_state_dict(ck["opt_d"])
+    run.opt_g.load_state_dict(ck["opt_g"])
+    _set_rng_state(ck["rng"])
+    run.start = int(ck["step"])
+    run.elapsed_before = float(ck.get("elapsed_s", 0.0))
+
+
+def _write_run_files(
+    out: Path, cfg: TrainConfig, train_files: list[Path], val_files: list[Path]
+) -> None:
+    with open(out / "config.yaml", "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    if train_files:
+        split = {"train": [str(p) for p in train_files], "val": [str(p) for p in val_files]}
+        (out / "split.json").write_text(json.dumps(split, indent=1))
+
+
+def _log_start(run: _Run, n_faces: int) -> None:
+    cfg = run.cfg
     log.info(
         "training %s: IFQACNN width %g native %d (%.2fM params), generator %.2fM params, "
         "%d faces, world %d, batch %d/rank, steps %d->%d, device %s",
-        out,
+        run.out,
         cfg.model.width,
-        size,
-        sum(p.numel() for p in d_core.parameters()) / 1e6,
-        sum(p.numel() for p in g_core.parameters()) / 1e6,
-        len(faces),
-        di.world,
-        bsz,
-        start,
-        total,
-        device,
+        cfg.model.native_size,
+        sum(p.numel() for p in run.d_core.parameters()) / 1e6,
+        sum(p.numel() for p in run.g_core.parameters()) / 1e6,
+        n_faces,
+        run.di.world,
+        cfg.run.batch_size,
+        run.start,
+        cfg.run.steps,
+        run.device,
     )
-    keys = (
-        "loss_d",
-        "d_real",
-        "d_fake",
-        "d_mix",
-        "d_rank",
-        "loss_g",
-        "g_rec",
-        "g_adv",
-        "acc_real",
-        "acc_fake",
-        "acc_gen",
-        "acc_mix",
-    )
-    acc = torch.zeros(len(keys) + 1, dtype=torch.float64)
+
+
+def _loop(
+    run: _Run,
+    loader: DataLoader,
+    val_faces: list[torch.Tensor] | None,
+    crash_at_step: int | None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """The training steps from ``run.start``; returns the last step and the validations."""
+    cfg = run.cfg
+    acc = torch.zeros(len(LOG_KEYS) + 1, dtype=torch.float64)
     val_history: list[dict[str, Any]] = []
     bar = tqdm(
-        total=total,
-        initial=start,
-        disable=not (di.is_main and run.progress),
+        total=cfg.run.steps,
+        initial=run.start,
+        disable=not (run.di.is_main and cfg.run.progress),
         dynamic_ncols=True,
         mininterval=2.0,
         desc="train",
     )
     t_seg = time.time()
-    step = start
-    d_core.train()
-    g_core.train()
+    step = run.start
+    run.d_core.train()
+    run.g_core.train()
     for batch in loader:
-        real = batch["real"].to(device, non_blocking=True)
-        deg = batch["degraded"].to(device, non_blocking=True)
-        gen = torch.Generator().manual_seed(step_seed(seed, step, di.rank))
-        n_mix = n_mix_full if step >= mix_from else 0
-        lm = jittered_landmarks(bsz, size, lcfg.landmark_jitter, gen)
-        wmap = region_weight_map(lm, size, lcfg.region_weights).to(device)
-        _, target = swap_masks(
-            lm[:n_mix], size, lcfg.mix_regions, lcfg.mix_threshold, lcfg.mix_softness, gen
-        )
-        target = target.to(device)
-        if run.crop_size and step < crop_steps:
-            offs = torch.randint(0, size - run.crop_size + 1, (bsz, 2), generator=gen)
-            real, deg, wmap = (_crop(t, offs, run.crop_size) for t in (real, deg, wmap))
-            target = _crop(target, offs[:n_mix], run.crop_size)
-        scale = _lr_scale(cfg, step)
-        for o, lr in ((opt_d, cfg.optim.lr_d), (opt_g, cfg.optim.lr_g)):
-            for grp in o.param_groups:
-                grp["lr"] = lr * scale
-
-        restored = g_net(deg[:n_gen]) if n_gen else deg[:0]
-        fake = torch.cat([restored.detach(), deg[n_gen:]])
-        mixed = mix(real[:n_mix], fake[:n_mix], target)
-
-        # ---- discriminator step
-        logits = d_net(torch.cat([real, fake, mixed]))
-        l_real, l_fake, l_mix = logits.split([bsz, bsz, n_mix])
-        d_real = weighted_bce(l_real, 1.0, wmap)
-        w_fake, w_mix = wmap, wmap[:n_mix]
-        if lcfg.fake_visibility_tau > 0:
-            vis = visibility(fake, real, lcfg.fake_visibility_tau, lcfg.fake_visibility_floor)
-            if lcfg.fake_visibility_normalize:  # every fake image weighs the same in total
-                vis = vis / vis.mean((2, 3), keepdim=True)
-            w_fake = wmap * vis
-            w_mix = wmap[:n_mix] * torch.where(
-                target > 0.5, torch.ones_like(vis[:n_mix]), vis[:n_mix]
-            )
-        d_fake = weighted_bce(l_fake, 0.0, w_fake)
-        d_mix = weighted_bce(l_mix, target, w_mix) if n_mix else logits.new_zeros(())
-        loss_d = 0.5 * (d_real + d_fake) + lcfg.mix_weight * d_mix
-        d_rank = logits.new_zeros(())
-        if lcfg.rank_weight:
-            d_rank = d_rank + lcfg.rank_weight * paired_rank_loss(l_real, l_fake, wmap)
-        if lcfg.mix_rank_weight and n_mix:
-            d_rank = d_rank + lcfg.mix_rank_weight * region_rank_loss(
-                l_real[:n_mix], l_fake[:n_mix], l_mix, target, wmap[:n_mix]
-            )
-        loss_d = loss_d + d_rank
-        if lcfg.consistency_weight and n_mix:
-            ref = mix(l_real[:n_mix].detach(), l_fake[:n_mix].detach(), target)
-            loss_d = loss_d + lcfg.consistency_weight * (l_mix - ref).pow(2).mean()
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        if cfg.optim.grad_clip:
-            nn.utils.clip_grad_norm_(d_core.parameters(), cfg.optim.grad_clip)
-        opt_d.step()
-        if d_ema is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(
-                    list(d_ema.parameters()), list(d_core.parameters()), 1.0 - cfg.optim.ema_decay
-                )
-
-        # ---- generator step (the discriminator is frozen for it, called outside DDP)
-        if n_gen:
-            d_core.requires_grad_(False)
-            adv_logits = d_core.forward_logits(restored)
-            g_adv = weighted_bce(adv_logits, 1.0, wmap[:n_gen])
-            w = wmap[:n_gen]
-            g_rec = ((restored - real[:n_gen]).abs() * w).sum() / (w.sum() * 3)
-            loss_g = lcfg.recon_weight * g_rec + lcfg.adv_weight * g_adv
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            if cfg.optim.grad_clip:
-                nn.utils.clip_grad_norm_(g_core.parameters(), cfg.optim.grad_clip)
-            opt_g.step()
-            d_core.requires_grad_(True)
-        else:
-            g_adv = g_rec = loss_g = logits.new_zeros(())
-
-        with torch.no_grad():
-            vals = [
-                loss_d,
-                d_real,
-                d_fake,
-                d_mix,
-                d_rank,
-                loss_g,
-                g_rec,
-                g_adv,
-                pixel_accuracy(l_real, 1.0),
-                pixel_accuracy(l_fake, 0.0),
-                pixel_accuracy(l_fake[:n_gen], 0.0) if n_gen else logits.new_zeros(()),
-                pixel_accuracy(l_mix, target) if n_mix else logits.new_zeros(()),
-            ]
-            acc[:-1] += torch.tensor([float(v) for v in vals], dtype=torch.float64)
-            acc[-1] += 1
+        gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, run.di.rank))
+        b = _make_batch(run, batch, step, gen)
+        scale = _set_learning_rates(run, step)
+        stats = _train_step(run, b, step)
+        acc[:-1] += torch.tensor([float(stats[k]) for k in LOG_KEYS], dtype=torch.float64)
+        acc[-1] += 1
         step += 1
         bar.update(1)
-
-        if step % run.log_every == 0 or step == total:
-            red = acc.clone()
-            if di.active:
-                dist.all_reduce(red)
-            m = (red[:-1] / red[-1].clamp_min(1)).tolist()
-            now = time.time()
-            sps = (now - t_seg) / max(1, int(acc[-1]))
-            t_seg = now
-            acc.zero_()
-            rec = dict(zip(keys, m, strict=True))
-            bar.set_postfix(
-                loss_d=f"{rec['loss_d']:.3f}",
-                acc_r=f"{rec['acc_real']:.2f}",
-                acc_f=f"{rec['acc_fake']:.2f}",
-            )
-            log.info(
-                "step %d/%d | D %.4f (real %.4f fake %.4f mix %.4f rank %.4f) "
-                "| G %.4f (rec %.4f adv %.4f) "
-                "| D acc real px %.3f fake px %.3f (gen %.3f) mix px %.3f | %.2f s/step lr x%.2f",
-                step,
-                total,
-                rec["loss_d"],
-                rec["d_real"],
-                rec["d_fake"],
-                rec["d_mix"],
-                rec["d_rank"],
-                rec["loss_g"],
-                rec["g_rec"],
-                rec["g_adv"],
-                rec["acc_real"],
-                rec["acc_fake"],
-                rec["acc_gen"],
-                rec["acc_mix"],
-                sps,
-                scale,
-            )
-
-        if (
-            di.is_main
-            and val_faces
-            and run.val_every
-            and step % run.val_every == 0
-            and step < total
-        ):
-            res = evaluate(_eval_copy(d_final), val_faces, quick=True)
+        if step % cfg.run.log_every == 0 or step == cfg.run.steps:
+            t_seg = _log_progress(run, acc, step, scale, t_seg, bar)
+        if _validation_due(run, val_faces, step):
+            res = evaluate(_eval_copy(run.d_final), val_faces, quick=True)
             val_history.append({"step": step, **_brief(res)})
             log.info("validation at step %d: %s", step, _format_brief(res))
-
-        if step % run.ckpt_every == 0 or step == total:
-            if di.is_main:
-                atomic_torch_save(
-                    {
-                        "version": CKPT_VERSION,
-                        "step": step,
-                        "D": d_core.state_dict(),
-                        **({"D_ema": d_ema.state_dict()} if d_ema is not None else {}),
-                        "G": g_core.state_dict(),
-                        "opt_d": opt_d.state_dict(),
-                        "opt_g": opt_g.state_dict(),
-                        "rng": _rng_state(),
-                        "config": cfg.to_dict(),
-                        "world_size": di.world,
-                        "elapsed_s": elapsed_before + time.time() - t_start,
-                    },
-                    ckpt_path,
-                )
-            if di.active:
-                dist.barrier()
+        if step % cfg.run.ckpt_every == 0 or step == cfg.run.steps:
+            _save_checkpoint(run, step)
         if crash_at_step is not None and step >= crash_at_step:
             bar.close()
             raise SimulatedCrash(f"simulated crash after step {step}")
     bar.close()
+    return step, val_history
 
+
+def _make_batch(
+    run: _Run, batch: dict[str, torch.Tensor], step: int, gen: torch.Generator
+) -> _Batch:
+    """Move a batch to the device, draw its region weights and swap labels, crop it."""
+    cfg, lcfg, dev = run.cfg, run.cfg.loss, run.device
+    bsz, size, crop = cfg.run.batch_size, cfg.model.native_size, cfg.run.crop_size
+    real = batch["real"].to(dev, non_blocking=True)
+    deg = batch["degraded"].to(dev, non_blocking=True)
+    n_mix = round(bsz * lcfg.mix_fraction) if step >= round(cfg.run.steps * lcfg.mix_start) else 0
+    lm = jittered_landmarks(bsz, size, lcfg.landmark_jitter, gen)
+    wmap = region_weight_map(lm, size, lcfg.region_weights).to(dev)
+    _, target = swap_masks(
+        lm[:n_mix], size, lcfg.mix_regions, lcfg.mix_threshold, lcfg.mix_softness, gen
+    )
+    target = target.to(dev)
+    if crop and step < round(cfg.run.steps * cfg.run.crop_fraction):
+        offs = torch.randint(0, size - crop + 1, (bsz, 2), generator=gen)
+        real, deg, wmap = (_crop(t, offs, crop) for t in (real, deg, wmap))
+        target = _crop(target, offs[:n_mix], crop)
+    return _Batch(real, deg, wmap, target, n_mix)
+
+
+def _set_learning_rates(run: _Run, step: int) -> float:
+    scale = _lr_scale(run.cfg, step)
+    for o, lr in ((run.opt_d, run.cfg.optim.lr_d), (run.opt_g, run.cfg.optim.lr_g)):
+        for grp in o.param_groups:
+            grp["lr"] = lr * scale
+    return scale
+
+
+def _train_step(run: _Run, b: _Batch, step: int) -> dict[str, torch.Tensor]:
+    """One discriminator step and one generator step; returns the values to log."""
+    lcfg, bsz = run.cfg.loss, run.cfg.run.batch_size
+    n_gen = bsz - round(bsz * lcfg.fake_degraded_fraction)
+    restored = run.g_net(b.deg[:n_gen]) if n_gen else b.deg[:0]
+    fake = torch.cat([restored.detach(), b.deg[n_gen:]])
+    fake, n_pgd = _with_adversarial_fakes(run, b, fake, step)
+    stats = _discriminator_step(run, b, fake, step)
+    l_fake = stats.pop("l_fake")
+    zero = l_fake.new_zeros(())
+    with torch.no_grad():
+        stats["acc_gen"] = pixel_accuracy(l_fake[:n_gen], 0.0) if n_gen else zero
+        stats["acc_pgd"] = pixel_accuracy(l_fake[bsz - n_pgd :], 0.0) if n_pgd else zero
+    stats.update(_generator_step(run, b, restored, n_gen) if n_gen else {})
+    for k in ("loss_g", "g_rec", "g_adv"):
+        stats.setdefault(k, zero)
+    return stats
+
+
+def _with_adversarial_fakes(
+    run: _Run, b: _Batch, fake: torch.Tensor, step: int
+) -> tuple[torch.Tensor, int]:
+    """Replace the last fake slots by attacks on the current discriminator (``loss.pgd_*``)."""
+    lcfg, bsz = run.cfg.loss, run.cfg.run.batch_size
+    if not lcfg.pgd_fraction or step < round(run.cfg.run.steps * lcfg.pgd_start):
+        return fake, 0
+    n_deg, n_real = pgd_slots(bsz, lcfg.pgd_fraction, lcfg.pgd_from_real)
+    n = n_deg + n_real
+    if not n:
+        return fake, 0
+    lo = bsz - n
+    start = torch.cat([fake[lo : lo + n_deg], b.real[bsz - n_real :]])
+    attacked = adversarial_fakes(run.d_core, start, b.wmap[lo:], lcfg.pgd_steps, lcfg.pgd_step_size)
+    return torch.cat([fake[:lo], attacked]), n
+
+
+def _discriminator_step(
+    run: _Run, b: _Batch, fake: torch.Tensor, step: int
+) -> dict[str, torch.Tensor]:
+    lcfg, bsz, n_mix = run.cfg.loss, run.cfg.run.batch_size, b.n_mix
+    real, wmap, target = b.real, b.wmap, b.target
+    mixed = mix(real[:n_mix], fake[:n_mix], target)
+    logits = run.d_net(torch.cat([real, fake, mixed]))
+    l_real, l_fake, l_mix = logits.split([bsz, bsz, n_mix])
+    d_real = weighted_bce(l_real, 1.0, wmap)
+    w_fake, w_mix = wmap, wmap[:n_mix]
+    if lcfg.fake_visibility_tau > 0:
+        vis = visibility(fake, real, lcfg.fake_visibility_tau, lcfg.fake_visibility_floor)
+        if lcfg.fake_visibility_normalize:  # every fake image weighs the same in total
+            vis = vis / vis.mean((2, 3), keepdim=True)
+        w_fake = wmap * vis
+        w_mix = wmap[:n_mix] * torch.where(target > 0.5, torch.ones_like(vis[:n_mix]), vis[:n_mix])
+    d_fake = weighted_bce(l_fake, 0.0, w_fake)
+    d_mix = weighted_bce(l_mix, target, w_mix) if n_mix else logits.new_zeros(())
+    loss_d = 0.5 * (d_real + d_fake) + lcfg.mix_weight * d_mix
+    d_rank = logits.new_zeros(())
+    if lcfg.rank_weight:
+        d_rank = d_rank + lcfg.rank_weight * paired_rank_loss(l_real, l_fake, wmap)
+    if lcfg.mix_rank_weight and n_mix:
+        d_rank = d_rank + lcfg.mix_rank_weight * region_rank_loss(
+            l_real[:n_mix], l_fake[:n_mix], l_mix, target, wmap[:n_mix]
+        )
+    loss_d = loss_d + d_rank
+    if lcfg.consistency_weight and n_mix:
+        ref = mix(l_real[:n_mix].detach(), l_fake[:n_mix].detach(), target)
+        loss_d = loss_d + lcfg.consistency_weight * (l_mix - ref).pow(2).mean()
+    d_r1 = logits.new_zeros(())
+    if lcfg.r1_weight and step % lcfg.r1_every == 0:
+        d_r1 = input_gradient_penalty(run.d_core, real, wmap)
+        loss_d = loss_d + lcfg.r1_weight * lcfg.r1_every * d_r1
+    _apply(run.opt_d, loss_d, run.d_core, run.cfg.optim.grad_clip)
+    _update_ema(run)
+    with torch.no_grad():
+        return {
+            "loss_d": loss_d.detach(),
+            "d_real": d_real.detach(),
+            "d_fake": d_fake.detach(),
+            "d_mix": d_mix.detach(),
+            "d_rank": d_rank.detach(),
+            "d_r1": d_r1.detach(),
+            "acc_real": pixel_accuracy(l_real, 1.0),
+            "acc_fake": pixel_accuracy(l_fake, 0.0),
+            "acc_mix": pixel_accuracy(l_mix, target) if n_mix else logits.new_zeros(()),
+            "l_fake": l_fake.detach(),
+        }
+
+
+def _apply(
+    opt: torch.optim.Optimizer, loss: torch.Tensor, net: nn.Module, clip: float | None
+) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        nn.utils.clip_grad_norm_(net.parameters(), clip)
+    opt.step()
+
+
+def _update_ema(run: _Run) -> None:
+    if run.d_ema is None:
+        return
+    with torch.no_grad():
+        torch._foreach_lerp_(
+            list(run.d_ema.parameters()),
+            list(run.d_core.parameters()),
+            1.0 - run.cfg.optim.ema_decay,
+        )
+
+
+def _generator_step(
+    run: _Run, b: _Batch, restored: torch.Tensor, n_gen: int
+) -> dict[str, torch.Tensor]:
+    """The generator's step; the discriminator is frozen for it and called outside DDP."""
+    lcfg = run.cfg.loss
+    run.d_core.requires_grad_(False)
+    w = b.wmap[:n_gen]
+    g_adv = weighted_bce(run.d_core.forward_logits(restored), 1.0, w)
+    g_rec = ((restored - b.real[:n_gen]).abs() * w).sum() / (w.sum() * 3)
+    loss_g = lcfg.recon_weight * g_rec + lcfg.adv_weight * g_adv
+    _apply(run.opt_g, loss_g, run.g_core, run.cfg.optim.grad_clip)
+    run.d_core.requires_grad_(True)
+    return {"loss_g": loss_g.detach(), "g_rec": g_rec.detach(), "g_adv": g_adv.detach()}
+
+
+def _log_progress(
+    run: _Run, acc: torch.Tensor, step: int, scale: float, t_seg: float, bar: tqdm
+) -> float:
+    """Log the means since the last log line (all ranks reduced); returns the new segment start."""
+    red = acc.clone()
+    if run.di.active:
+        dist.all_reduce(red)
+    m = (red[:-1] / red[-1].clamp_min(1)).tolist()
+    now = time.time()
+    sps = (now - t_seg) / max(1, int(acc[-1]))
+    acc.zero_()
+    r = dict(zip(LOG_KEYS, m, strict=True))
+    bar.set_postfix(
+        loss_d=f"{r['loss_d']:.3f}", acc_r=f"{r['acc_real']:.2f}", acc_f=f"{r['acc_fake']:.2f}"
+    )
+    log.info(
+        "step %d/%d | D %.4f (real %.4f fake %.4f mix %.4f rank %.4f r1 %.4f) "
+        "| G %.4f (rec %.4f adv %.4f) "
+        "| D acc real px %.3f fake px %.3f (gen %.3f pgd %.3f) mix px %.3f | %.2f s/step lr x%.2f",
+        step,
+        run.cfg.run.steps,
+        *(r[k] for k in ("loss_d", "d_real", "d_fake", "d_mix", "d_rank", "d_r1")),
+        *(r[k] for k in ("loss_g", "g_rec", "g_adv")),
+        *(r[k] for k in ("acc_real", "acc_fake", "acc_gen", "acc_pgd", "acc_mix")),
+        sps,
+        scale,
+    )
+    return now
+
+
+def _validation_due(run: _Run, val_faces: list[torch.Tensor] | None, step: int) -> bool:
+    every = run.cfg.run.val_every
+    return bool(
+        run.di.is_main and val_faces and every and step % every == 0 and step < run.cfg.run.steps
+    )
+
+
+def _save_checkpoint(run: _Run, step: int) -> None:
+    if run.di.is_main:
+        atomic_torch_save(
+            {
+                "version": CKPT_VERSION,
+                "step": step,
+                "D": run.d_core.state_dict(),
+                **({"D_ema": run.d_ema.state_dict()} if run.d_ema is not None else {}),
+                "G": run.g_core.state_dict(),
+                "opt_d": run.opt_d.state_dict(),
+                "opt_g": run.opt_g.state_dict(),
+                "rng": _rng_state(),
+                "config": run.cfg.to_dict(),
+                "world_size": run.di.world,
+                "elapsed_s": run.elapsed_before + time.time() - run.t_start,
+            },
+            run.out / "ckpt" / CKPT_NAME,
+        )
+    if run.di.active:
+        dist.barrier()
+
+
+def _finish(
+    run: _Run,
+    step: int,
+    val_history: list[dict[str, Any]],
+    export_path: str | os.PathLike | None,
+    val_faces: list[torch.Tensor] | None,
+) -> dict[str, Any]:
+    """Export, final validation and ``summary.json`` (main rank); returns the summary."""
+    cfg, out = run.cfg, run.out
     summary: dict[str, Any] = {
         "steps": step,
-        "world_size": di.world,
-        "batch_size_per_rank": bsz,
-        "wall_time_s": round(elapsed_before + time.time() - t_start, 1),
-        "hardware": hardware_description(device),
-        "params_d": sum(p.numel() for p in d_core.parameters()),
+        "world_size": run.di.world,
+        "batch_size_per_rank": cfg.run.batch_size,
+        "wall_time_s": round(run.elapsed_before + time.time() - run.t_start, 1),
+        "hardware": hardware_description(run.device),
+        "params_d": sum(p.numel() for p in run.d_core.parameters()),
         "validation_history": val_history,
     }
-    if di.is_main:
-        export_discriminator(d_final, out / "discriminator.safetensors", run.export_dtype)
+    if run.di.is_main:
+        export_discriminator(run.d_final, out / "discriminator.safetensors", cfg.run.export_dtype)
         if export_path:
-            export_discriminator(d_final, export_path, run.export_dtype)
+            export_discriminator(run.d_final, export_path, cfg.run.export_dtype)
         if val_faces:
             t0 = time.time()
-            res = evaluate(_eval_copy(d_final, run.export_dtype), val_faces, quick=False)
+            res = evaluate(_eval_copy(run.d_final, cfg.run.export_dtype), val_faces, quick=False)
             summary["validation"] = res
             log.info(
                 "final validation (%.0f s, %d held-out faces):\n%s",
@@ -631,12 +786,12 @@ def _train(
                 len(val_faces),
                 format_table_safe(res),
             )
-        summary["wall_time_s"] = round(elapsed_before + time.time() - t_start, 1)
+        summary["wall_time_s"] = round(run.elapsed_before + time.time() - run.t_start, 1)
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         log.info(
             "done: %d steps, %.1f s wall (incl. final validation)", step, summary["wall_time_s"]
         )
-    if di.active:
+    if run.di.active:
         dist.barrier()
     return summary
 

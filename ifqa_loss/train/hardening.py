@@ -1,0 +1,83 @@
+"""Hardening the discriminator against what optimises it (our addition).
+
+A frozen discriminator used as a loss is attacked by whatever minimises the loss: plain
+gradient steps on pixels, or a restorer trained against it. Two training-time defences:
+
+- :func:`adversarial_fakes`: signed-gradient ascent of the current discriminator's
+  region-weighted mean logit (what such an attack does), started from degraded or real faces.
+  The results join the batch as fakes, so the directions the attack finds are taught as fake.
+  Started from a real face it also asks real faces to be local maxima of the score.
+- :func:`input_gradient_penalty`: the R1 penalty, ``|grad_x s(x)|^2`` on real faces, with ``s``
+  the per-image region-weighted mean logit: a flat score around real faces leaves an attack
+  little to climb.
+
+Images are in the model's [-1, 1] range; step sizes are given in 1/255 of [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.cnn import IFQACNN
+
+
+def weighted_score(logits: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-image region-weighted mean logit, (B,)."""
+    w = weight.expand_as(logits)
+    return (logits * w).sum((1, 2, 3)) / w.sum((1, 2, 3))
+
+
+def adversarial_fakes(
+    d: IFQACNN, start: torch.Tensor, weight: torch.Tensor, steps: int, step_size: float
+) -> torch.Tensor:
+    """``steps`` signed-gradient steps that raise ``d``'s weighted score, from ``start``.
+
+    Args:
+        d: the discriminator being trained (its parameters get no gradient here).
+        start: (B, 3, H, W) images in [-1, 1].
+        weight: (B, 1, H, W) per-pixel weights (the region weight map).
+        steps: number of steps.
+        step_size: per-step change of each pixel in 1/255 of the [0, 1] range.
+
+    Returns:
+        The attacked images, detached, clamped to [-1, 1].
+    """
+    if start.shape[0] == 0 or steps <= 0:
+        return start.detach()
+    delta = 2.0 * step_size / 255.0  # [0, 1] units to the model's [-1, 1]
+    flags = [p.requires_grad for p in d.parameters()]
+    d.requires_grad_(False)
+    try:
+        x = start.detach().clone()
+        for _ in range(steps):
+            x.requires_grad_(True)
+            score = weighted_score(d.forward_logits(x), weight).sum()
+            (grad,) = torch.autograd.grad(score, x)
+            x = (x.detach() + delta * grad.sign()).clamp_(-1.0, 1.0)
+    finally:
+        for p, f in zip(d.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+    return x.detach()
+
+
+def input_gradient_penalty(d: IFQACNN, real: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """R1: mean over images of ``H * W * |grad_x s(x)|^2`` (differentiable in ``d``'s weights).
+
+    The factor ``H * W`` makes the value independent of the crop size for a score that is a
+    mean over pixels of local responses.
+    """
+    x = real.detach().requires_grad_(True)
+    score = weighted_score(d.forward_logits(x), weight)
+    (grad,) = torch.autograd.grad(score.sum(), x, create_graph=True)
+    h, w = x.shape[-2:]
+    return grad.pow(2).sum((1, 2, 3)).mean() * (h * w)
+
+
+def pgd_slots(n_fake: int, fraction: float, from_real: float) -> tuple[int, int]:
+    """How many of the last fake slots are attacked: ``(from degraded, from real)``."""
+    n = round(n_fake * fraction)
+    n_real = round(n * from_real)
+    return n - n_real, n_real
+
+
+__all__ = ["adversarial_fakes", "input_gradient_penalty", "pgd_slots", "weighted_score"]

@@ -1,0 +1,143 @@
+"""Hardening options of the trainer: adversarial fakes, the R1 penalty, model.init."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from test_train import tiny_config, tiny_faces
+
+from ifqa_loss.models.cnn import IFQACNN
+from ifqa_loss.train.config import config_from_dict
+from ifqa_loss.train.hardening import (
+    adversarial_fakes,
+    input_gradient_penalty,
+    pgd_slots,
+    weighted_score,
+)
+from ifqa_loss.train.trainer import export_discriminator, init_weights, load_checkpoint, train
+
+
+class _Linear(torch.nn.Module):
+    """logits = a * mean over channels of x: every score gradient is known in closed form."""
+
+    def __init__(self, a: float) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(a))
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a * x.mean(1, keepdim=True)
+
+
+def test_adversarial_fakes_climb_the_score_within_the_step_budget():
+    torch.manual_seed(0)
+    d = IFQACNN(0.05, 64)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    w = torch.ones(3, 1, 64, 64)
+    out = adversarial_fakes(d, x, w, steps=4, step_size=2.0)
+    with torch.no_grad():
+        before, after = (
+            weighted_score(d.forward_logits(x), w),
+            weighted_score(d.forward_logits(out), w),
+        )
+    assert (after > before).all()
+    # each step moves a pixel by at most 2/255 of [0, 1] = 4/255 in the model's [-1, 1]
+    assert (out - x).abs().max() <= 4 * 4 / 255 + 1e-6
+    assert out.min() >= -1 and out.max() <= 1 and not out.requires_grad
+    # the discriminator's parameters are left trainable and without gradients
+    assert all(p.requires_grad and p.grad is None for p in d.parameters())
+    assert adversarial_fakes(d, x[:0], w[:0], 4, 2.0).shape == (0, 3, 64, 64)
+
+
+def test_adversarial_fakes_follow_the_sign_of_the_gradient():
+    d = _Linear(-1.0)  # the score falls with brightness: the attack darkens every pixel
+    x = torch.zeros(1, 3, 8, 8)
+    out = adversarial_fakes(d, x, torch.ones(1, 1, 8, 8), steps=3, step_size=1.0)
+    assert torch.allclose(out, torch.full_like(x, -3 * 2 / 255))
+
+
+def test_input_gradient_penalty_matches_the_closed_form_and_trains_the_weights():
+    # s(x) = a * mean over pixels and channels, so |grad s|^2 = a^2 / (3 H W): H W |.|^2 = a^2 / 3
+    d = _Linear(3.0)
+    r1 = input_gradient_penalty(d, torch.rand(2, 3, 16, 16), torch.ones(2, 1, 16, 16))
+    assert r1.item() == pytest.approx(3.0, rel=1e-5)
+    r1.backward()
+    assert d.a.grad.item() == pytest.approx(2.0, rel=1e-5)  # d(a^2/3)/da at a = 3
+
+
+def test_pgd_slots_split_the_fake_slots():
+    assert pgd_slots(8, 0.5, 0.5) == (2, 2)
+    assert pgd_slots(8, 0.25, 0.0) == (2, 0)
+    assert pgd_slots(8, 0.0, 0.5) == (0, 0)
+
+
+def _hardened(**loss) -> dict:
+    cfg = tiny_config(steps=4, crop_size=0).to_dict()
+    cfg["run"]["batch_size"] = 4
+    cfg["loss"].update(loss)
+    return cfg
+
+
+def _log_values(path, name: str) -> list[float]:
+    pat = re.compile(rf"{name} ([0-9.e+-]+)")
+    lines = [ln for ln in path.read_text().splitlines() if re.search(r"step \d+/\d+ \|", ln)]
+    return [float(pat.search(ln).group(1)) for ln in lines]
+
+
+def test_trainer_uses_adversarial_fakes_after_pgd_start(tmp_path):
+    cfg = config_from_dict(_hardened(pgd_fraction=0.5, pgd_steps=2, pgd_start=0.5))
+    train(cfg, tmp_path / "r", faces=tiny_faces(5), val_faces=[])
+    # "pgd" is the discriminator's pixel accuracy on the attacked fakes: 0 while there are none
+    acc = [
+        float(m.group(1))
+        for m in re.finditer(r"pgd ([0-9.]+)\)", (tmp_path / "r" / "train.log").read_text())
+    ]
+    assert len(acc) == 4 and acc[:2] == [0.0, 0.0] and all(a > 0 for a in acc[2:])
+
+
+def test_trainer_adds_the_r1_penalty_every_r1_every_steps(tmp_path):
+    faces = tiny_faces(5)
+    cfg = config_from_dict(_hardened(r1_weight=1e-3, r1_every=2))
+    train(cfg, tmp_path / "r1", faces=faces, val_faces=[])
+    r1 = _log_values(tmp_path / "r1" / "train.log", "r1")
+    assert len(r1) == 4 and r1[0] > 0 and r1[1] == 0 and r1[2] > 0 and r1[3] == 0
+    # and it changes the training: other weights than without it
+    train(config_from_dict(_hardened()), tmp_path / "plain", faces=faces, val_faces=[])
+    a = load_checkpoint(tmp_path / "r1" / "ckpt" / "last.pt")["D"]
+    b = load_checkpoint(tmp_path / "plain" / "ckpt" / "last.pt")["D"]
+    assert not torch.equal(a["encoder64.conv1.weight"], b["encoder64.conv1.weight"])
+
+
+def test_model_init_starts_from_the_given_weights(tmp_path):
+    src = IFQACNN(0.05, 96)
+    torch.nn.init.normal_(src.encoder64.conv1.weight)  # unlike any fresh initialisation
+    path = export_discriminator(src, tmp_path / "start.safetensors")
+    d = IFQACNN(0.05, 96)
+    init_weights(d, str(path))
+    assert torch.equal(d.encoder64.conv1.weight, src.encoder64.conv1.weight)
+    # through the trainer: 0 steps export the starting weights unchanged
+    cfg = _hardened()
+    cfg["model"]["init"] = str(path)
+    cfg["run"]["steps"] = 0
+    train(config_from_dict(cfg), tmp_path / "r", faces=tiny_faces(3), val_faces=[])
+    out = IFQACNN(0.05, 96)
+    init_weights(out, str(tmp_path / "r" / "discriminator.safetensors"))
+    assert torch.equal(out.encoder64.conv1.weight, src.encoder64.conv1.weight)
+    with pytest.raises(FileNotFoundError, match="not a registered model"):
+        init_weights(d, str(tmp_path / "missing.safetensors"))
+
+
+@pytest.mark.parametrize(
+    "loss, match",
+    [
+        ({"pgd_fraction": 1.5}, "pgd_fraction"),
+        ({"pgd_fraction": 0.5, "pgd_steps": 0}, "pgd_steps"),
+        ({"pgd_start": 1.0}, "pgd_start"),
+        ({"r1_weight": -1.0}, "r1_weight"),
+        ({"r1_every": 0}, "r1_every"),
+    ],
+)
+def test_config_rejects_bad_hardening_settings(loss, match):
+    with pytest.raises(ValueError, match=match):
+        config_from_dict(_hardened(**loss))
