@@ -11,12 +11,19 @@ from test_train import tiny_config, tiny_faces
 from ifqa_loss.models.cnn import IFQACNN
 from ifqa_loss.train.config import config_from_dict
 from ifqa_loss.train.hardening import (
+    AttackBuffer,
     adversarial_fakes,
     input_gradient_penalty,
     pgd_slots,
     weighted_score,
 )
-from ifqa_loss.train.trainer import export_discriminator, init_weights, load_checkpoint, train
+from ifqa_loss.train.trainer import (
+    SimulatedCrash,
+    export_discriminator,
+    init_weights,
+    load_checkpoint,
+    train,
+)
 
 
 class _Linear(torch.nn.Module):
@@ -141,3 +148,38 @@ def test_model_init_starts_from_the_given_weights(tmp_path):
 def test_config_rejects_bad_hardening_settings(loss, match):
     with pytest.raises(ValueError, match=match):
         config_from_dict(_hardened(**loss))
+
+
+def test_attack_buffer_continues_stored_attacks_and_keeps_pairs():
+    buf = AttackBuffer(3)
+    gen = torch.Generator().manual_seed(0)
+    shape = torch.Size((3, 4, 4))
+    assert buf.draw(2, 1.0, shape, gen).tolist() == [-1, -1]  # empty: all fresh
+    real = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 3, 4, 4)
+    buf.put(torch.tensor([-1, -1]), real, -real)
+    assert buf.count == 2 and buf.next == 2
+    idx = buf.draw(2, 1.0, shape, gen)  # share 1: every slot continues a stored pair
+    assert sorted(idx.tolist()) == [0, 1]
+    assert torch.equal(buf.fake[idx], -buf.real[idx])  # pairs stay matched
+    assert buf.draw(2, 0.0, shape, gen).tolist() == [-1, -1]  # share 0: all fresh
+    assert buf.draw(2, 1.0, torch.Size((3, 8, 8)), gen).tolist() == [-1, -1]  # other shape
+    buf.put(torch.tensor([-1, -1]), real + 5, real)  # the ring wraps: 3 places
+    assert buf.count == 3 and buf.next == 1 and buf.real[0, 0, 0, 0] == 6
+    other = AttackBuffer(3)
+    other.load_state_dict(buf.state_dict())
+    assert torch.equal(other.fake, buf.fake) and (other.count, other.next) == (3, 1)
+
+
+def test_resume_is_exact_with_persistent_attacks(tmp_path):
+    faces = tiny_faces(5)
+    cfg = _hardened(pgd_fraction=0.5, pgd_steps=1, pgd_buffer=4, pgd_persist=0.5)
+    cfg["run"]["steps"], cfg["run"]["ckpt_every"] = 4, 2
+    train(config_from_dict(cfg), tmp_path / "full", faces=faces, val_faces=[])
+    with pytest.raises(SimulatedCrash):
+        train(config_from_dict(cfg), tmp_path / "c", faces=faces, val_faces=[], crash_at_step=3)
+    train(config_from_dict(cfg), tmp_path / "c", faces=faces, val_faces=[], resume=True)
+    a = load_checkpoint(tmp_path / "full" / "ckpt" / "last.pt")
+    b = load_checkpoint(tmp_path / "c" / "ckpt" / "last.pt")
+    assert a["pgd_buffer"]["count"] == 4
+    assert torch.equal(a["pgd_buffer"]["fake"], b["pgd_buffer"]["fake"])
+    assert all(torch.equal(a["D"][k], b["D"][k]) for k in a["D"])

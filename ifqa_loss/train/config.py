@@ -193,6 +193,11 @@ class LossConfig:
     pgd_step_size: float = 2.0
     pgd_from_real: float = 0.5
     pgd_start: float = 0.0
+    # Persistent attacks: keep up to ``pgd_buffer`` attacked (real, fake) pairs; each attacked
+    # slot continues a stored pair with probability ``pgd_persist`` (0: always fresh), so
+    # attacks grow longer than pgd_steps over training, against the discriminator of the day.
+    pgd_buffer: int = 0
+    pgd_persist: float = 0.0
     # R1 (input-gradient) penalty on real faces, ``r1_weight * H*W * |grad_x s(x)|^2``, added
     # every ``r1_every`` steps with its weight multiplied by ``r1_every`` (lazy regularisation).
     # Single-process only.
@@ -414,7 +419,9 @@ def validate_config(cfg: TrainConfig) -> None:
 
 
 def _validate_hardening(lo: LossConfig) -> None:
-    for name in ("pgd_fraction", "pgd_from_real"):
+    if lo.pgd_buffer < 0:
+        raise ValueError(f"loss.pgd_buffer must be >= 0, got {lo.pgd_buffer}")
+    for name in ("pgd_fraction", "pgd_from_real", "pgd_persist"):
         v = getattr(lo, name)
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"loss.{name} must be in [0, 1], got {v}")

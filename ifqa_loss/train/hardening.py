@@ -11,6 +11,11 @@ gradient steps on pixels, or a restorer trained against it. Two training-time de
   the per-image region-weighted mean logit: a flat score around real faces leaves an attack
   little to climb.
 
+- :class:`AttackBuffer`: attacked faces kept between steps and attacked further against the
+  later discriminator (persistent attacks, as short-run samplers with a replay buffer train
+  energy models): a few steps per training step add up to attack paths as long as an
+  optimiser's, at the cost of a short one.
+
 Images are in the model's [-1, 1] range; step sizes are given in 1/255 of [0, 1].
 """
 
@@ -80,4 +85,59 @@ def pgd_slots(n_fake: int, fraction: float, from_real: float) -> tuple[int, int]
     return n - n_real, n_real
 
 
-__all__ = ["adversarial_fakes", "input_gradient_penalty", "pgd_slots", "weighted_score"]
+class AttackBuffer:
+    """A ring of ``(real, attacked)`` pairs of one image shape, for persistent attacks.
+
+    :meth:`draw` picks stored pairs to continue; :meth:`put` writes attacked pairs back (over
+    the drawn ones, new ones at the ring's next slot). Its state travels in checkpoints.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = int(capacity)
+        self.real: torch.Tensor | None = None
+        self.fake: torch.Tensor | None = None
+        self.count = 0
+        self.next = 0
+
+    def draw(self, n: int, share: float, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+        """Indices of stored pairs to continue for ``n`` slots (-1: start fresh), (n,) long."""
+        if not n or not self.count or self.fake is None or self.fake.shape[1:] != shape:
+            return torch.full((n,), -1, dtype=torch.long)
+        picks = torch.randperm(max(self.count, n), generator=gen)[:n] % self.count
+        use = torch.rand(n, generator=gen) < share
+        return torch.where(use, picks, torch.full_like(picks, -1))
+
+    def put(self, idx: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> None:
+        """Store pairs: slot ``i`` overwrites pair ``idx[i]``, or takes a new place when -1."""
+        real, fake = real.detach(), fake.detach()
+        if self.fake is None or self.fake.shape[1:] != fake.shape[1:]:
+            shape = (self.capacity, *fake.shape[1:])
+            self.real = fake.new_zeros(shape)
+            self.fake = fake.new_zeros(shape)
+            self.count = self.next = 0
+        assert self.real is not None
+        for i, j in enumerate(idx.tolist()):
+            if j < 0:
+                j = self.next
+                self.next = (self.next + 1) % self.capacity
+                self.count = min(self.count + 1, self.capacity)
+            self.real[j] = real[i]
+            self.fake[j] = fake[i]
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        if self.fake is None:
+            return {"count": 0, "next": 0}
+        assert self.real is not None
+        return {"real": self.real, "fake": self.fake, "count": self.count, "next": self.next}
+
+    def load_state_dict(self, st: dict[str, torch.Tensor | int]) -> None:
+        self.real, self.fake = st.get("real"), st.get("fake")  # type: ignore[assignment]
+        self.count, self.next = int(st["count"]), int(st["next"])
+
+
+__all__ = [
+    "AttackBuffer",
+    "input_gradient_penalty",
+    "pgd_slots",
+    "weighted_score",
+]

@@ -55,7 +55,7 @@ from .fpr import (
     weighted_bce,
 )
 from .generator import RestorationGenerator
-from .hardening import adversarial_fakes, input_gradient_penalty, pgd_slots
+from .hardening import AttackBuffer, adversarial_fakes, input_gradient_penalty, pgd_slots
 from .validation import evaluate
 
 log = logging.getLogger("ifqa_loss.train")
@@ -321,6 +321,7 @@ class _Run:
     start: int = 0
     elapsed_before: float = 0.0
     t_start: float = 0.0
+    buffer: AttackBuffer | None = None
 
     @property
     def d_final(self) -> IFQACNN:
@@ -440,6 +441,8 @@ def _build_run(
         d_net = DDP(d_net, device_ids=ids, broadcast_buffers=False)
         g_net = DDP(g_net, device_ids=ids, broadcast_buffers=False)
     run = _Run(cfg, out, di, device, d_core, g_core, d_net, g_net, opt_d, opt_g, d_ema, t_start=t0)
+    if cfg.loss.pgd_buffer:
+        run.buffer = AttackBuffer(cfg.loss.pgd_buffer)
     ckpt_path = out / "ckpt" / CKPT_NAME
     if resume and ckpt_path.is_file():
         _restore(run, load_checkpoint(ckpt_path))
@@ -463,6 +466,8 @@ def _restore(run: _Run, ck: dict[str, Any]) -> None:
     run.opt_d.load_state_dict(ck["opt_d"])
     run.opt_g.load_state_dict(ck["opt_g"])
     _set_rng_state(ck["rng"])
+    if run.buffer is not None and "pgd_buffer" in ck:
+        run.buffer.load_state_dict(ck["pgd_buffer"])
     run.start = int(ck["step"])
     run.elapsed_before = float(ck.get("elapsed_s", 0.0))
 
@@ -522,7 +527,7 @@ def _loop(
         gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, run.di.rank))
         b = _make_batch(run, batch, step, gen)
         scale = _set_learning_rates(run, step)
-        stats = _train_step(run, b, step)
+        stats = _train_step(run, b, step, gen)
         acc[:-1] += torch.tensor([float(stats[k]) for k in LOG_KEYS], dtype=torch.float64)
         acc[-1] += 1
         step += 1
@@ -572,13 +577,13 @@ def _set_learning_rates(run: _Run, step: int) -> float:
     return scale
 
 
-def _train_step(run: _Run, b: _Batch, step: int) -> dict[str, torch.Tensor]:
+def _train_step(run: _Run, b: _Batch, step: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """One discriminator step and one generator step; returns the values to log."""
     lcfg, bsz = run.cfg.loss, run.cfg.run.batch_size
     n_gen = bsz - round(bsz * lcfg.fake_degraded_fraction)
     restored = run.g_net(b.deg[:n_gen]) if n_gen else b.deg[:0]
     fake = torch.cat([restored.detach(), b.deg[n_gen:]])
-    fake, n_pgd = _with_adversarial_fakes(run, b, fake, step)
+    fake, n_pgd = _with_adversarial_fakes(run, b, fake, step, gen)
     stats = _discriminator_step(run, b, fake, step)
     l_fake = stats.pop("l_fake")
     zero = l_fake.new_zeros(())
@@ -592,9 +597,13 @@ def _train_step(run: _Run, b: _Batch, step: int) -> dict[str, torch.Tensor]:
 
 
 def _with_adversarial_fakes(
-    run: _Run, b: _Batch, fake: torch.Tensor, step: int
+    run: _Run, b: _Batch, fake: torch.Tensor, step: int, gen: torch.Generator
 ) -> tuple[torch.Tensor, int]:
-    """Replace the last fake slots by attacks on the current discriminator (``loss.pgd_*``)."""
+    """Replace the last fake slots by attacks on the current discriminator (``loss.pgd_*``).
+
+    With a buffer, a slot may continue a stored attack instead: its real sample becomes the
+    stored pair's real face, so the pair stays matched for the ranking term.
+    """
     lcfg, bsz = run.cfg.loss, run.cfg.run.batch_size
     if not lcfg.pgd_fraction or step < round(run.cfg.run.steps * lcfg.pgd_start):
         return fake, 0
@@ -604,7 +613,20 @@ def _with_adversarial_fakes(
         return fake, 0
     lo = bsz - n
     start = torch.cat([fake[lo : lo + n_deg], b.real[bsz - n_real :]])
+    real = b.real[lo:]
+    idx = None
+    if run.buffer is not None:
+        idx = run.buffer.draw(n, lcfg.pgd_persist, start.shape[1:], gen)
+        kept = (idx >= 0).nonzero().flatten()
+        if len(kept):
+            assert run.buffer.fake is not None and run.buffer.real is not None
+            start, real = start.clone(), real.clone()
+            start[kept] = run.buffer.fake[idx[kept]]
+            real[kept] = run.buffer.real[idx[kept]]
+            b.real = torch.cat([b.real[:lo], real])
     attacked = adversarial_fakes(run.d_core, start, b.wmap[lo:], lcfg.pgd_steps, lcfg.pgd_step_size)
+    if run.buffer is not None and idx is not None:
+        run.buffer.put(idx, real, attacked)
     return torch.cat([fake[:lo], attacked]), n
 
 
@@ -746,6 +768,7 @@ def _save_checkpoint(run: _Run, step: int) -> None:
                 "rng": _rng_state(),
                 "config": run.cfg.to_dict(),
                 "world_size": run.di.world,
+                **({"pgd_buffer": run.buffer.state_dict()} if run.buffer is not None else {}),
                 "elapsed_s": run.elapsed_before + time.time() - run.t_start,
             },
             run.out / "ckpt" / CKPT_NAME,
