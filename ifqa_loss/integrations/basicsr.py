@@ -241,9 +241,12 @@ class PixelIFQALoss(_LogsTerms, nn.Module):
             ``L1Loss``, ``MSELoss``, ``CharbonnierLoss``).
         pixel_weight: weight of the pixel term (its ``loss_weight``).
         pixel_kwargs: further keys for the pixel loss (e.g. ``{eps: 1e-12}`` for Charbonnier).
-        ifqa_weight: weight of the IFQA term.
-        model, weights, input_range, form, region_weights, check_inputs: as in
-            :class:`IFQALoss`.
+        ifqa_weight: weight of the IFQA term; 0.5 (half the default pixel weight) is the
+            recommended start for ``form: features`` (``ifqa audit``, README).
+        form: default ``features`` (matches the discriminator's features of ``gt``): the
+            no-reference forms of the bundled model are gamed when trained against (``ifqa
+            audit``).
+        model, weights, input_range, region_weights, check_inputs: as in :class:`IFQALoss`.
 
     ``forward(pred, target, weight=None, **kwargs)``: BasicSR's element-wise ``weight`` goes to
     the pixel term; ``landmarks=``/``masks=`` go to the IFQA term.
@@ -259,11 +262,11 @@ class PixelIFQALoss(_LogsTerms, nn.Module):
         pixel_type: str = "L1Loss",
         pixel_weight: float = 1.0,
         pixel_kwargs: Mapping[str, Any] | None = None,
-        ifqa_weight: float = 0.1,
+        ifqa_weight: float = 0.5,
         model: str = "auto",
         weights: str | None = None,
         input_range: Sequence[float] = (0.0, 1.0),
-        form: str = "one_minus",
+        form: str = "features",
         region_weights: Mapping[str, float] | None = None,
         check_inputs: bool = False,
     ) -> None:
