@@ -13,6 +13,7 @@ from ifqa_loss.train.config import config_from_dict
 from ifqa_loss.train.hardening import (
     AttackBuffer,
     adversarial_fakes,
+    gradient_alignment_loss,
     input_gradient_penalty,
     pgd_slots,
     weighted_score,
@@ -73,6 +74,39 @@ def test_input_gradient_penalty_matches_the_closed_form_and_trains_the_weights()
     assert d.a.grad.item() == pytest.approx(2.0, rel=1e-5)  # d(a^2/3)/da at a = 3
 
 
+def test_gradient_alignment_loss_measures_where_the_score_gradient_points():
+    d = _Linear(2.0)  # grad s = a / (3 H W) everywhere: it points to "brighter"
+    w = torch.ones(3, 1, 8, 8)
+    fake = torch.full((3, 3, 8, 8), 0.5)
+    real = torch.stack([fake[0] + 0.1, fake[1] - 0.1, fake[2]])  # brighter, darker, equal
+    both = gradient_alignment_loss(d, fake[:2], real[:2], w[:2])
+    assert both.item() == pytest.approx(1.0, abs=1e-5)  # (1 - 1) and (1 + 1), averaged
+    assert gradient_alignment_loss(d, fake[:1], real[:1], w[:1]).item() == pytest.approx(
+        0.0, abs=1e-5
+    )
+    # a pair with nothing to point to is left out; none left: 0
+    assert gradient_alignment_loss(d, fake, real, w).item() == pytest.approx(1.0, abs=1e-5)
+    assert gradient_alignment_loss(d, fake[2:], real[2:], w[2:]).item() == 0.0
+
+
+def test_gradient_alignment_trains_the_discriminator_to_point_to_the_clean_face():
+    torch.manual_seed(0)
+    d = IFQACNN(0.05, 64)
+    real = torch.rand(2, 3, 64, 64) * 2 - 1
+    fake = (real + 0.3 * torch.randn_like(real)).clamp(-1, 1)
+    w = torch.ones(2, 1, 64, 64)
+    opt = torch.optim.Adam(d.parameters(), lr=1e-3)
+    first = gradient_alignment_loss(d, fake, real, w)
+    for _ in range(15):
+        loss = gradient_alignment_loss(d, fake, real, w)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    last = gradient_alignment_loss(d, fake, real, w)
+    # (slow at this size, but only a gradient that reaches the weights moves it at all)
+    assert first.item() > 0.9 and last.item() < first.item() - 0.02
+
+
 def test_pgd_slots_split_the_fake_slots():
     assert pgd_slots(8, 0.5, 0.5) == (2, 2)
     assert pgd_slots(8, 0.25, 0.0) == (2, 0)
@@ -103,11 +137,12 @@ def test_trainer_uses_adversarial_fakes_after_pgd_start(tmp_path):
     assert len(acc) == 4 and acc[:2] == [0.0, 0.0] and all(a > 0 for a in acc[2:])
 
 
-def test_trainer_adds_the_r1_penalty_every_r1_every_steps(tmp_path):
+@pytest.mark.parametrize("term", ["r1", "align"])
+def test_trainer_adds_input_gradient_terms_every_n_steps(tmp_path, term):
     faces = tiny_faces(5)
-    cfg = config_from_dict(_hardened(r1_weight=1e-3, r1_every=2))
+    cfg = config_from_dict(_hardened(**{f"{term}_weight": 1e-3, f"{term}_every": 2}))
     train(cfg, tmp_path / "r1", faces=faces, val_faces=[])
-    r1 = _log_values(tmp_path / "r1" / "train.log", "r1")
+    r1 = _log_values(tmp_path / "r1" / "train.log", term)
     assert len(r1) == 4 and r1[0] > 0 and r1[1] == 0 and r1[2] > 0 and r1[3] == 0
     # and it changes the training: other weights than without it
     train(config_from_dict(_hardened()), tmp_path / "plain", faces=faces, val_faces=[])
@@ -143,6 +178,9 @@ def test_model_init_starts_from_the_given_weights(tmp_path):
         ({"pgd_start": 1.0}, "pgd_start"),
         ({"r1_weight": -1.0}, "r1_weight"),
         ({"r1_every": 0}, "r1_every"),
+        ({"align_weight": -1.0}, "align_weight"),
+        ({"pgd_buffer": -1}, "pgd_buffer"),
+        ({"pgd_persist": 2.0}, "pgd_persist"),
     ],
 )
 def test_config_rejects_bad_hardening_settings(loss, match):

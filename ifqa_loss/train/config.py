@@ -203,6 +203,11 @@ class LossConfig:
     # Single-process only.
     r1_weight: float = 0.0
     r1_every: int = 4
+    # Gradient alignment on the fakes (ours): ``align_weight * (1 - cos(grad_x s(fake), real -
+    # fake))`` every ``align_every`` steps (weight scaled by it), so that raising the score moves
+    # a fake towards its clean face. Single-process only.
+    align_weight: float = 0.0
+    align_every: int = 2
 
 
 @dataclass
@@ -431,6 +436,11 @@ def _validate_hardening(lo: LossConfig) -> None:
         raise ValueError(
             "with loss.pgd_fraction > 0, loss.pgd_steps must be >= 1 and loss.pgd_step_size "
             f"> 0 (1/255 units), got {lo.pgd_steps} and {lo.pgd_step_size}"
+        )
+    if lo.align_weight < 0 or lo.align_every < 1:
+        raise ValueError(
+            f"loss.align_weight must be >= 0 and loss.align_every >= 1, got {lo.align_weight}, "
+            f"{lo.align_every}"
         )
     if lo.r1_weight < 0 or lo.r1_every < 1:
         raise ValueError(

@@ -11,6 +11,10 @@ gradient steps on pixels, or a restorer trained against it. Two training-time de
   the per-image region-weighted mean logit: a flat score around real faces leaves an attack
   little to climb.
 
+- :func:`gradient_alignment_loss`: ``1 - cos(grad_x s(fake), real - fake)`` on fake images: an
+  optimiser that raises the score then moves a fake towards its clean face (perceptually
+  aligned gradients, taught directly from the pairs the trainer has). On attacked fakes it
+  teaches the way back from where an attack went.
 - :class:`AttackBuffer`: attacked faces kept between steps and attacked further against the
   later discriminator (persistent attacks, as short-run samplers with a replay buffer train
   energy models): a few steps per training step add up to attack paths as long as an
@@ -76,6 +80,23 @@ def input_gradient_penalty(d: IFQACNN, real: torch.Tensor, weight: torch.Tensor)
     (grad,) = torch.autograd.grad(score.sum(), x, create_graph=True)
     h, w = x.shape[-2:]
     return grad.pow(2).sum((1, 2, 3)).mean() * (h * w)
+
+
+def gradient_alignment_loss(
+    d: IFQACNN, fake: torch.Tensor, real: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Mean over images of ``1 - cos(grad_x s(fake), real - fake)`` (differentiable in ``d``).
+
+    Pairs whose fake equals its real face (no direction to point to) are left out; 0 when none
+    is left.
+    """
+    x = fake.detach().requires_grad_(True)
+    score = weighted_score(d.forward_logits(x), weight)
+    (grad,) = torch.autograd.grad(score.sum(), x, create_graph=True)
+    target = (real - fake).detach().flatten(1)
+    cos = torch.nn.functional.cosine_similarity(grad.flatten(1), target, dim=1, eps=1e-12)
+    keep = target.abs().amax(1) > 1e-6
+    return (1.0 - cos[keep]).mean() if bool(keep.any()) else cos.sum() * 0.0
 
 
 def pgd_slots(n_fake: int, fraction: float, from_real: float) -> tuple[int, int]:

@@ -55,7 +55,13 @@ from .fpr import (
     weighted_bce,
 )
 from .generator import RestorationGenerator
-from .hardening import AttackBuffer, adversarial_fakes, input_gradient_penalty, pgd_slots
+from .hardening import (
+    AttackBuffer,
+    adversarial_fakes,
+    gradient_alignment_loss,
+    input_gradient_penalty,
+    pgd_slots,
+)
 from .validation import evaluate
 
 log = logging.getLogger("ifqa_loss.train")
@@ -292,6 +298,7 @@ LOG_KEYS = (
     "d_mix",
     "d_rank",
     "d_r1",
+    "d_align",
     "loss_g",
     "g_rec",
     "g_adv",
@@ -419,8 +426,10 @@ def _build_run(
     cfg: TrainConfig, out: Path, di: DistInfo, device: torch.device, resume: bool, t0: float
 ) -> _Run:
     """Both networks and optimisers, from the run's checkpoint, ``model.init`` or at random."""
-    if cfg.loss.r1_weight and di.active:
-        raise ValueError("loss.r1_weight is single-process only (not with torchrun)")
+    if (cfg.loss.r1_weight or cfg.loss.align_weight) and di.active:
+        raise ValueError(
+            "loss.r1_weight and loss.align_weight are single-process only (not with torchrun)"
+        )
     d_core, g_core = build_models(cfg)
     if cfg.model.init:
         init_weights(d_core, cfg.model.init)
@@ -660,10 +669,8 @@ def _discriminator_step(
     if lcfg.consistency_weight and n_mix:
         ref = mix(l_real[:n_mix].detach(), l_fake[:n_mix].detach(), target)
         loss_d = loss_d + lcfg.consistency_weight * (l_mix - ref).pow(2).mean()
-    d_r1 = logits.new_zeros(())
-    if lcfg.r1_weight and step % lcfg.r1_every == 0:
-        d_r1 = input_gradient_penalty(run.d_core, real, wmap)
-        loss_d = loss_d + lcfg.r1_weight * lcfg.r1_every * d_r1
+    d_r1, d_align, extra = _input_gradient_terms(run, b, fake, step)
+    loss_d = loss_d + extra
     _apply(run.opt_d, loss_d, run.d_core, run.cfg.optim.grad_clip)
     _update_ema(run)
     with torch.no_grad():
@@ -674,11 +681,28 @@ def _discriminator_step(
             "d_mix": d_mix.detach(),
             "d_rank": d_rank.detach(),
             "d_r1": d_r1.detach(),
+            "d_align": d_align.detach(),
             "acc_real": pixel_accuracy(l_real, 1.0),
             "acc_fake": pixel_accuracy(l_fake, 0.0),
             "acc_mix": pixel_accuracy(l_mix, target) if n_mix else logits.new_zeros(()),
             "l_fake": l_fake.detach(),
         }
+
+
+def _input_gradient_terms(
+    run: _Run, b: _Batch, fake: torch.Tensor, step: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """R1 on the reals and gradient alignment on the fakes, when due: (r1, align, weighted sum)."""
+    lcfg = run.cfg.loss
+    zero = fake.new_zeros(())
+    d_r1 = d_align = total = zero
+    if lcfg.r1_weight and step % lcfg.r1_every == 0:
+        d_r1 = input_gradient_penalty(run.d_core, b.real, b.wmap)
+        total = total + lcfg.r1_weight * lcfg.r1_every * d_r1
+    if lcfg.align_weight and step % lcfg.align_every == 0:
+        d_align = gradient_alignment_loss(run.d_core, fake, b.real, b.wmap)
+        total = total + lcfg.align_weight * lcfg.align_every * d_align
+    return d_r1, d_align, total
 
 
 def _apply(
@@ -733,12 +757,12 @@ def _log_progress(
         loss_d=f"{r['loss_d']:.3f}", acc_r=f"{r['acc_real']:.2f}", acc_f=f"{r['acc_fake']:.2f}"
     )
     log.info(
-        "step %d/%d | D %.4f (real %.4f fake %.4f mix %.4f rank %.4f r1 %.4f) "
+        "step %d/%d | D %.4f (real %.4f fake %.4f mix %.4f rank %.4f r1 %.4f align %.4f) "
         "| G %.4f (rec %.4f adv %.4f) "
         "| D acc real px %.3f fake px %.3f (gen %.3f pgd %.3f) mix px %.3f | %.2f s/step lr x%.2f",
         step,
         run.cfg.run.steps,
-        *(r[k] for k in ("loss_d", "d_real", "d_fake", "d_mix", "d_rank", "d_r1")),
+        *(r[k] for k in ("loss_d", "d_real", "d_fake", "d_mix", "d_rank", "d_r1", "d_align")),
         *(r[k] for k in ("loss_g", "g_rec", "g_adv")),
         *(r[k] for k in ("acc_real", "acc_fake", "acc_gen", "acc_pgd", "acc_mix")),
         sps,
