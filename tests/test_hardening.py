@@ -221,3 +221,23 @@ def test_resume_is_exact_with_persistent_attacks(tmp_path):
     assert a["pgd_buffer"]["count"] == 4
     assert torch.equal(a["pgd_buffer"]["fake"], b["pgd_buffer"]["fake"])
     assert all(torch.equal(a["D"][k], b["D"][k]) for k in a["D"])
+
+
+def test_harden_config_keeps_judge_faces_and_held_out_faces_out():
+    from test_train import faces_dir
+
+    from ifqa_loss.train.config import load_config
+    from ifqa_loss.train.data import split_faces
+
+    root = faces_dir()
+    if root is None or not (root / "more").is_dir():
+        pytest.skip("the shared faces (with more/) are not available: set IFQA_FACES_DIR")
+    cfg, judge, lite = (load_config(n) for n in ("harden_cpu", "judge_cpu", "lite_cpu"))
+    train_files, val_files = split_faces(root, cfg.data)
+    judge_train, _ = split_faces(root, judge.data)
+    lite_train, lite_val = split_faces(root, lite.data)
+    assert set(val_files) == set(lite_val) and len(val_files) == 16
+    assert not set(train_files) & set(judge_train)  # the audit's judge stays independent
+    assert not set(train_files) & set(val_files)
+    assert set(lite_train) < set(train_files) and len(train_files) > len(lite_train) + 40
+    assert cfg.model.init == "ifqa-lite" and cfg.loss.pgd_fraction > 0
