@@ -10,6 +10,10 @@ One step:
 5. the generator takes one step on a region-weighted L1 reconstruction loss plus the
    adversarial term (per-pixel BCE of the discriminator's logits against "real").
 
+Optional hardening (``hardening.py``, all off by default): attacks on the current discriminator
+replace some fakes (``loss.pgd_*``, optionally continued from a ring buffer), and the
+discriminator step adds an R1 penalty on the reals and a gradient-alignment term on the fakes.
+
 Every random draw of a step is a pure function of ``(seed, step, rank)``, so a resumed run
 repeats an uninterrupted one exactly (on the same device, thread count and world size).
 Checkpoints hold both networks, both optimisers, the RNG states and the step, and are written
