@@ -21,6 +21,10 @@ def _audit_row(audit: dict) -> dict:
     return next(r for r in audit["rows"] if r["setting"] == "A" and r["degradation"] == "all")
 
 
+def _family_cell(v: dict) -> str:
+    return f"{v['pair_accuracy'] * 100:.0f}% / {v['spearman_mean']:+.2f}"
+
+
 def _line(name: str, audit: dict, validation: dict) -> str:
     a = _audit_row(audit)
     cells = [
@@ -31,10 +35,7 @@ def _line(name: str, audit: dict, validation: dict) -> str:
         f"{a['judge_before']:.2f}->{a['judge_after']:.2f}",
     ]
     fam = validation["families"]
-    cells += [
-        f"{fam[f]['pair_accuracy'] * 100:.0f}% / {fam[f]['spearman_mean']:+.2f}" if f in fam else "-"
-        for f in FAMILIES
-    ]
+    cells += [_family_cell(fam[f]) if f in fam else "-" for f in FAMILIES]
     return "| " + " | ".join(cells) + " |"
 
 
