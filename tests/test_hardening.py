@@ -8,6 +8,7 @@ import pytest
 import torch
 from test_train import tiny_config, tiny_faces
 
+from ifqa_loss.loss import weighted_mean
 from ifqa_loss.models.cnn import IFQACNN
 from ifqa_loss.train.config import config_from_dict
 from ifqa_loss.train.hardening import (
@@ -16,7 +17,6 @@ from ifqa_loss.train.hardening import (
     gradient_alignment_loss,
     input_gradient_penalty,
     pgd_slots,
-    weighted_score,
 )
 from ifqa_loss.train.trainer import (
     SimulatedCrash,
@@ -46,8 +46,8 @@ def test_adversarial_fakes_climb_the_score_within_the_step_budget():
     out = adversarial_fakes(d, x, w, steps=4, step_size=2.0)
     with torch.no_grad():
         before, after = (
-            weighted_score(d.forward_logits(x), w),
-            weighted_score(d.forward_logits(out), w),
+            weighted_mean(d.forward_logits(x), w),
+            weighted_mean(d.forward_logits(out), w),
         )
     assert (after > before).all()
     # each step moves a pixel by at most 2/255 of [0, 1] = 4/255 in the model's [-1, 1]

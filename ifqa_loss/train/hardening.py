@@ -27,13 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from ..loss import weighted_mean
 from ..models.cnn import IFQACNN
-
-
-def weighted_score(logits: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Per-image region-weighted mean logit, (B,)."""
-    w = weight.expand_as(logits)
-    return (logits * w).sum((1, 2, 3)) / w.sum((1, 2, 3))
 
 
 def adversarial_fakes(
@@ -60,7 +55,7 @@ def adversarial_fakes(
         x = start.detach().clone()
         for _ in range(steps):
             x.requires_grad_(True)
-            score = weighted_score(d.forward_logits(x), weight).sum()
+            score = weighted_mean(d.forward_logits(x), weight).sum()
             (grad,) = torch.autograd.grad(score, x)
             x = (x.detach() + delta * grad.sign()).clamp_(-1.0, 1.0)
     finally:
@@ -76,7 +71,7 @@ def input_gradient_penalty(d: IFQACNN, real: torch.Tensor, weight: torch.Tensor)
     mean over pixels of local responses.
     """
     x = real.detach().requires_grad_(True)
-    score = weighted_score(d.forward_logits(x), weight)
+    score = weighted_mean(d.forward_logits(x), weight)
     (grad,) = torch.autograd.grad(score.sum(), x, create_graph=True)
     h, w = x.shape[-2:]
     return grad.pow(2).sum((1, 2, 3)).mean() * (h * w)
@@ -91,7 +86,7 @@ def gradient_alignment_loss(
     is left.
     """
     x = fake.detach().requires_grad_(True)
-    score = weighted_score(d.forward_logits(x), weight)
+    score = weighted_mean(d.forward_logits(x), weight)
     (grad,) = torch.autograd.grad(score.sum(), x, create_graph=True)
     target = (real - fake).detach().flatten(1)
     cos = torch.nn.functional.cosine_similarity(grad.flatten(1), target, dim=1, eps=1e-12)
@@ -160,5 +155,4 @@ __all__ = [
     "AttackBuffer",
     "input_gradient_penalty",
     "pgd_slots",
-    "weighted_score",
 ]

@@ -44,7 +44,8 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_write
 from ..models.cnn import IFQACNN
-from ..weights import save_safetensors
+from ..models.registry import list_models
+from ..weights import find_weights, read_state_dict, save_safetensors
 from .config import TrainConfig
 from .data import FaceStream, StreamSampler, load_faces_uint8, split_faces
 from .fpr import (
@@ -411,9 +412,6 @@ def _load_data(
 
 def init_weights(d: IFQACNN, spec: str) -> None:
     """Load the discriminator's starting weights: a registered model name or a file path."""
-    from ..models.registry import list_models
-    from ..weights import find_weights, read_state_dict
-
     names = {m.name for m in list_models()}
     path = find_weights(spec) if spec in names else Path(spec).expanduser()
     if not path.is_file():
