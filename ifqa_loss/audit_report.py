@@ -53,12 +53,32 @@ def format_table(res: dict[str, Any]) -> str:
         "clean face (< 0.6: same person); colour: largest per-channel mean shift "
         "(1/255); RtR: realer than real (own score above the clean face's while PSNR fell).",
     ]
+    lines += _direction_lines(res["rows"])
     if "identity_before" not in res["rows"][0]:
         lines.append(res.get("identity_note", ""))
     lines.append("")
     for s, v in res["verdicts"].items():
         lines.append(f"verdict {s} ({SETTINGS[s]}): {v}")
     return "\n".join(line for line in lines if line is not None)
+
+
+def _direction_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Setting A's (else B's) descent direction per degradation, as two lines."""
+    for s in "AB":
+        got = [r for r in rows if r["setting"] == s and "direction_cos" in r]
+        if got:
+            cells = [
+                f"{r['degradation']} {r['direction_cos']:+.3f} / {r['direction_sign'] * 100:.1f}%"
+                for r in got
+            ]
+            return [
+                "",
+                "descent direction at the degraded inputs (the first step of A and B) against "
+                "the way to the clean face, cosine / sign agreement on values off by >= 1/255 "
+                "(+0.000 / 50%: a coin; Adam steps every value along that sign):",
+                "  " + ", ".join(cells),
+            ]
+    return []
 
 
 def _bgr(x: torch.Tensor, size: int) -> np.ndarray:

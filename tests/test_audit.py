@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from ifqa_loss import IFQALoss, IFQAMetric
-from ifqa_loss.audit import AuditOptions, box_fidelity, make_cases, prepare_faces, run_audit
+from ifqa_loss.audit import (
+    AuditOptions,
+    box_fidelity,
+    descent_direction,
+    make_cases,
+    prepare_faces,
+    run_audit,
+)
 from ifqa_loss.models.base import Discriminator
 
 S = 64
@@ -115,6 +122,45 @@ def test_closeness_discriminator_is_not_gamed(faces):
     assert {r["degradation"] for r in res["rows"]} == {"blur", "downup", "noise", "jpeg", "all"}
     assert set(res["images"]) == {"clean", "degraded", "A", "B", "C L1", "C L1+IFQA"}
     assert res["images"]["A"].shape == (4, 3, S, S)
+
+
+def test_descent_direction_measures_whether_the_first_step_heads_for_the_clean_face():
+    torch.manual_seed(0)
+    clean = torch.rand(3, 3, 16, 16)
+    degraded = (clean + 0.1 * torch.randn_like(clean)).clamp(0, 1)
+    degraded[2] = clean[2]  # nothing to restore: no value is counted
+
+    def l1(x, c):
+        return (x - c).abs().mean()
+
+    def darken(x, c):  # minimising the mean brightness: every value goes down
+        return x.mean()
+
+    back = descent_direction(l1, degraded, clean, batch=2)
+    assert torch.allclose(back["sign"][:2], torch.ones(2)) and back["sign"][2].isnan()
+    assert (back["cos"][:2] > 0.7).all()
+    down = descent_direction(darken, degraded, clean)
+    d = (clean - degraded)[:2].flatten(1)
+    counted = d.abs() >= 1 / 255
+    expected = ((d < 0) & counted).sum(1) / counted.sum(1)
+    assert torch.allclose(down["sign"][:2], expected.float())
+
+
+def test_audit_reports_where_the_losses_first_step_goes(faces):
+    clean = prepare_faces(faces, S)
+    close = _audit(ClosenessD(clean), faces[:4], faces[4:], settings="A")
+    contrast = _audit(ContrastD(), faces[:4], faces[4:], settings="A")
+    a_close = next(r for r in close["rows"] if r["degradation"] == "all")
+    a_contrast = next(r for r in contrast["rows"] if r["degradation"] == "all")
+    # the loss that restores heads for the clean face; the gamed one does not
+    assert a_close["direction_sign"] > 0.9 and a_close["direction_cos"] > 0.3, a_close
+    assert a_contrast["direction_sign"] < a_close["direction_sign"] - 0.2, a_contrast
+    assert len(close["cases"]["direction"]["sign"]) == 4
+    from ifqa_loss.audit_report import format_table
+
+    text = format_table(close)
+    assert "descent direction at the degraded inputs" in text
+    assert f"all {a_close['direction_cos']:+.3f} / {a_close['direction_sign'] * 100:.1f}%" in text
 
 
 def test_cases_rotate_degradations_or_take_all(faces):
