@@ -64,16 +64,22 @@ def adversarial_fakes(
     return x.detach()
 
 
+def _score_gradient(d: IFQACNN, images: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``grad_x s(x)`` of each image's weighted mean logit, differentiable in ``d``'s weights."""
+    x = images.detach().requires_grad_(True)
+    score = weighted_mean(d.forward_logits(x), weight)
+    (grad,) = torch.autograd.grad(score.sum(), x, create_graph=True)
+    return grad
+
+
 def input_gradient_penalty(d: IFQACNN, real: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """R1: mean over images of ``H * W * |grad_x s(x)|^2`` (differentiable in ``d``'s weights).
 
     The factor ``H * W`` makes the value independent of the crop size for a score that is a
     mean over pixels of local responses.
     """
-    x = real.detach().requires_grad_(True)
-    score = weighted_mean(d.forward_logits(x), weight)
-    (grad,) = torch.autograd.grad(score.sum(), x, create_graph=True)
-    h, w = x.shape[-2:]
+    grad = _score_gradient(d, real, weight)
+    h, w = real.shape[-2:]
     return grad.pow(2).sum((1, 2, 3)).mean() * (h * w)
 
 
@@ -85,9 +91,7 @@ def gradient_alignment_loss(
     Pairs whose fake equals its real face (no direction to point to) are left out; 0 when none
     is left.
     """
-    x = fake.detach().requires_grad_(True)
-    score = weighted_mean(d.forward_logits(x), weight)
-    (grad,) = torch.autograd.grad(score.sum(), x, create_graph=True)
+    grad = _score_gradient(d, fake, weight)
     target = (real - fake).detach().flatten(1)
     cos = torch.nn.functional.cosine_similarity(grad.flatten(1), target, dim=1, eps=1e-12)
     keep = target.abs().amax(1) > 1e-6
@@ -153,6 +157,8 @@ class AttackBuffer:
 
 __all__ = [
     "AttackBuffer",
+    "adversarial_fakes",
+    "gradient_alignment_loss",
     "input_gradient_penalty",
     "pgd_slots",
 ]
