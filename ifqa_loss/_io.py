@@ -1,11 +1,15 @@
-"""Atomic file writing: readers never see a half-written file; a failed write leaves none."""
+"""Writing result files: atomically (readers never see a half-written file; a failed write
+leaves none), and as JSON that strict parsers accept."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # Image files the command line picks up from folders and globs (``ifqa score``, ``ifqa compare``).
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -57,6 +61,26 @@ def atomic_write_image(
             f.write(data)
 
     return atomic_write(path, write)
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN as None and infinities as the strings "inf" / "-inf"."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def strict_json(doc: Any, **dumps_options: Any) -> str:
+    """``doc`` as JSON that strict parsers read: Python's ``json`` would write the bare tokens
+    ``NaN`` and ``Infinity``, which are not JSON. NaN (undefined, e.g. an agreement over no
+    values) becomes ``null``; an infinity (the PSNR of an image identical to its reference)
+    becomes the string ``"inf"`` or ``"-inf"``, which ``float()`` reads back. ``dumps_options``
+    go to ``json.dumps`` (``ensure_ascii``, ``default``)."""
+    return json.dumps(_finite(doc), indent=1, allow_nan=False, **dumps_options)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._io import strict_json
 from .audit import SETTINGS, degradation_label
 
 COLUMNS = {
@@ -142,4 +142,4 @@ def to_json(res: dict[str, Any], meta: dict[str, Any]) -> str:
     doc["degradations"] = {
         d: degradation_label(d) for d in dict.fromkeys(res["cases"]["degradation"])
     }
-    return json.dumps({"meta": meta, **doc}, indent=1)
+    return strict_json({"meta": meta, **doc})

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import logging
 import os
 import statistics
 import sys
 from pathlib import Path
 
-from ._io import IMAGE_EXTS, atomic_write_text
+from ._io import IMAGE_EXTS, atomic_write_text, strict_json
 
 # Exit codes of `ifqa score`.
 EXIT_OK = 0
@@ -322,7 +321,7 @@ def _write_results(args, meta: dict, summary: dict, records: list[dict], skipped
         atomic_write_text(args.csv, buf.getvalue())
     if args.json:
         doc = {"meta": meta, "summary": summary, "records": records, "skipped": skipped}
-        atomic_write_text(args.json, json.dumps(doc, indent=1))
+        atomic_write_text(args.json, strict_json(doc))
 
 
 def cmd_score(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ import argparse
 import csv
 import html
 import io
-import json
 import os
 import re
 import sys
@@ -25,7 +24,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ._io import IMAGE_EXTS, atomic_write, atomic_write_image, atomic_write_text
+from ._io import IMAGE_EXTS, atomic_write, atomic_write_image, atomic_write_text, strict_json
 
 REGIONS = ("eyes", "nose", "mouth", "rest")
 
@@ -587,7 +586,7 @@ def compare(
                 }
             )
     atomic_write_text(out / "results.csv", buf.getvalue())
-    atomic_write_text(out / "results.json", json.dumps(summary, indent=1, ensure_ascii=False))
+    atomic_write_text(out / "results.json", strict_json(summary, ensure_ascii=False))
     # The page last: once it is there, everything it links to is too.
     atomic_write_text(out / "index.html", _html(summary, faces))
     summary["out"] = str(out)

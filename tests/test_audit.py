@@ -217,6 +217,10 @@ TINY = ["--size", "64", "--steps", "2", "--restorer-warmup", "1", "--restorer-st
 TINY += ["--restorer-size", "64"]
 
 
+def _reject_constant(token: str):
+    raise ValueError(f"audit.json is not strict JSON: it holds {token}")
+
+
 def test_audit_command_writes_table_json_and_grid(tmp_path, faces, capsys):
     import json
 
@@ -235,7 +239,7 @@ def test_audit_command_writes_table_json_and_grid(tmp_path, faces, capsys):
     text = capsys.readouterr().out
     for s in "ABC":
         assert f"verdict {s} (" in text
-    doc = json.loads((out / "audit.json").read_text())
+    doc = json.loads((out / "audit.json").read_text(), parse_constant=_reject_constant)
     assert doc["meta"]["model"] == "ifqa-lite" and doc["meta"]["judge"] is None
     assert [r["degradation"] for r in doc["rows"] if r["setting"] == "A"] == [
         "blur",

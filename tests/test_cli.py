@@ -110,3 +110,17 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         atomic_write(target, crash)
     assert target.read_text() == "complete\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]  # no temp file left behind
+
+
+def _reject_constant(token: str):
+    raise ValueError(f"not JSON: {token}")
+
+
+def test_strict_json_writes_no_nan_or_infinity_tokens():
+    from ifqa_loss._io import strict_json
+
+    doc = {"psnr": [float("inf"), 31.5, float("-inf")], "agree": (float("nan"), 0.5), "n": 2}
+    text = strict_json(doc)
+    back = json.loads(text, parse_constant=_reject_constant)  # a strict parser's view
+    assert back == {"psnr": ["inf", 31.5, "-inf"], "agree": [None, 0.5], "n": 2}
+    assert [float(v) for v in back["psnr"]] == [float("inf"), 31.5, float("-inf")]

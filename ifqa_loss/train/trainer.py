@@ -42,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .._io import atomic_write
+from .._io import atomic_write, atomic_write_text, strict_json
 from ..models.cnn import IFQACNN
 from ..models.registry import list_models
 from ..weights import find_weights, read_state_dict, save_safetensors
@@ -836,7 +836,7 @@ def _finish(
                 format_table_safe(res),
             )
         summary["wall_time_s"] = round(run.elapsed_before + time.time() - run.t_start, 1)
-        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        atomic_write_text(out / "summary.json", strict_json(summary, default=str))
         log.info(
             "done: %d steps, %.1f s wall (incl. final validation)", step, summary["wall_time_s"]
         )

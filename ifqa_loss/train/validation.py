@@ -17,7 +17,6 @@ size, as it does for a restorer's output). Reported per family:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from .._io import atomic_write_text, strict_json
 from .artefacts import unsharp
 from .degradations import add_gaussian_noise, down_up, gaussian_blur, jpeg, quantize
 
@@ -290,8 +290,7 @@ def validate_main(argv: list[str] | None = None) -> int:
     res["weights"] = origin
     print(format_table(res))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=1))
+        atomic_write_text(args.json, strict_json(res))
     if args.check and not meets_targets(res):
         print("targets NOT met (>=90% clean>degraded and Spearman <= -0.8 in every family)")
         return 1
