@@ -22,7 +22,8 @@ def _audit_row(audit: dict) -> dict:
 
 
 def _family_cell(v: dict) -> str:
-    return f"{v['pair_accuracy'] * 100:.0f}% / {v['spearman_mean']:+.2f}"
+    rho = v["spearman_mean"]  # null in the JSON where undefined (constant scores)
+    return f"{v['pair_accuracy'] * 100:.0f}% / " + ("n/a" if rho is None else f"{rho:+.2f}")
 
 
 def _line(name: str, audit: dict, validation: dict) -> str:
