@@ -19,7 +19,7 @@ import torch
 
 from ifqa_loss import IFQALoss
 from ifqa_loss.audit import AuditOptions, descent_direction, make_cases, prepare_faces
-from ifqa_loss.audit_cli import _default_split, load_faces
+from ifqa_loss.audit_cli import default_split, load_faces
 
 
 def smoothed(criterion: torch.nn.Module, sigma: float, samples: int):
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     opts = AuditOptions()
-    _, held_out = _default_split(args.data_root)
+    _, held_out = default_split(args.data_root)
     cases = make_cases(prepare_faces(load_faces(held_out, opts.size), opts.size), opts)
     criterion = IFQALoss(model=args.model)
     print(f"{args.model}, {len(cases.degraded)} degraded faces at {opts.size} px")

@@ -64,7 +64,9 @@ def load_faces(files: list[Path], size: int) -> list[torch.Tensor]:
     return [load_face(f, size) for f in files]
 
 
-def _default_split(data_root: str | None) -> tuple[list[Path], list[Path]]:
+def default_split(data_root: str | None) -> tuple[list[Path], list[Path]]:
+    """(training faces, held-out faces) of the default audit's config: the held-out ones are
+    what ``ifqa audit`` scores when no folder is given."""
     from .train.config import load_config
     from .train.data import split_faces
 
@@ -77,7 +79,7 @@ def choose_faces(args: argparse.Namespace) -> tuple[list[Path], list[Path] | Non
     split: tuple[list[Path], list[Path]] | None = None
     if args.faces is None or (args.train_faces is None and "C" in args.settings):
         try:
-            split = _default_split(args.data_root)
+            split = default_split(args.data_root)
         except (FileNotFoundError, ValueError) as e:
             if args.faces is None:
                 raise FileNotFoundError(
