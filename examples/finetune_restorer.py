@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ifqa_loss import IFQALoss, IFQAMetric
-from ifqa_loss.restorer import TinyRestorer, fine_tune_pair, train_l1
+from ifqa_loss.audit.restorer import TinyRestorer, fine_tune_pair, train_l1
 
 EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 

@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_compare_parser(sub)
 
-    from .audit_cli import add_audit_parser
+    from .audit.command import add_audit_parser
 
     add_audit_parser(sub)
 

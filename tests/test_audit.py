@@ -156,7 +156,7 @@ def test_audit_reports_where_the_losses_first_step_goes(faces):
     assert a_close["direction_sign"] > 0.9 and a_close["direction_cos"] > 0.3, a_close
     assert a_contrast["direction_sign"] < a_close["direction_sign"] - 0.2, a_contrast
     assert len(close["cases"]["direction"]["sign"]) == 4
-    from ifqa_loss.audit_report import format_table
+    from ifqa_loss.audit.report import format_table
 
     text = format_table(close)
     assert "descent direction at the degraded inputs" in text

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 import yaml
 
-from ._io import IMAGE_EXTS, atomic_write_image, atomic_write_text
-from .audit import DEGRADATIONS, MIN_AUDIT_SIZE, AuditOptions, run_audit
-from .loss import FORMS
+from .._io import IMAGE_EXTS, atomic_write_image, atomic_write_text
+from ..loss import FORMS
+from .measures import DEGRADATIONS, MIN_AUDIT_SIZE, AuditOptions, run_audit
 
 EXIT_OK, EXIT_USAGE = 0, 2
 DEFAULT_CONFIG = "lite_cpu"  # whose held-out faces (audit) and training faces (setting C)
@@ -44,7 +44,7 @@ def load_faces(files: list[Path], size: int) -> list[torch.Tensor]:
     """
     import cv2
 
-    from .train.data import load_face
+    from ..train.data import load_face
 
     bad = []
     for f in files:
@@ -67,8 +67,8 @@ def load_faces(files: list[Path], size: int) -> list[torch.Tensor]:
 def default_split(data_root: str | None) -> tuple[list[Path], list[Path]]:
     """(training faces, held-out faces) of the default audit's config: the held-out ones are
     what ``ifqa audit`` scores when no folder is given."""
-    from .train.config import load_config
-    from .train.data import split_faces
+    from ..train.config import load_config
+    from ..train.data import split_faces
 
     cfg = load_config(DEFAULT_CONFIG)
     return split_faces(cfg.faces_root(data_root), cfg.data)
@@ -106,7 +106,7 @@ def choose_faces(args: argparse.Namespace) -> tuple[list[Path], list[Path] | Non
 
 
 def _criterion(args: argparse.Namespace):
-    from .loss import FPR_WEIGHTS, IFQALoss
+    from ..loss import FPR_WEIGHTS, IFQALoss
 
     regions = None
     if args.region_weights:
@@ -122,7 +122,7 @@ def _criterion(args: argparse.Namespace):
 
 
 def _judge(args: argparse.Namespace, criterion) -> Any:
-    from .metric import IFQAMetric
+    from ..metric import IFQAMetric
 
     if args.judge == "none":
         return None
@@ -136,8 +136,8 @@ def _judge(args: argparse.Namespace, criterion) -> Any:
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
     """Resolve everything, check every input, run the audit; returns (result, meta, faces)."""
+    from ..metric import IFQAMetric
     from .identity import identity_distance, identity_note
-    from .metric import IFQAMetric
 
     opts = AuditOptions(
         settings=args.settings,
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """``ifqa audit``: 0 when the audit ran (whatever its verdicts), 2 for bad input."""
-    from .audit_report import format_table, picture_grid, to_json
+    from .report import format_table, picture_grid, to_json
 
     if args.threads:
         torch.set_num_threads(args.threads)

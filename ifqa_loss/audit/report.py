@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._io import strict_json
-from .audit import SETTINGS, degradation_label
+from .._io import strict_json
+from .measures import SETTINGS, degradation_label
 
 COLUMNS = {
     "clean": "clean",

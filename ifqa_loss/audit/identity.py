@@ -17,7 +17,7 @@ import torch
 
 def identity_note() -> str:
     """Why the identity column is missing."""
-    from .align import INSTALL_HINT
+    from ..align import INSTALL_HINT
 
     return f"identity: not measured (dlib's face descriptor needs the align extra: {INSTALL_HINT})"
 
@@ -34,7 +34,7 @@ def identity_distance() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] 
     Images are (B, 3, H, W) aligned faces in [0, 1]. The face box is dlib's detection on the
     clean face, or the central box of an FFHQ-aligned crop when nothing is detected.
     """
-    from .align import models_dir, require
+    from ..align import models_dir, require
 
     try:
         dlib = require()

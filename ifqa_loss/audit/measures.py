@@ -9,7 +9,7 @@ and then looks with measures the loss never sees:
 - **B, with fidelity**: the same plus ``fidelity_weight`` times a data term to the degraded
   input, the L1 distance of the 3x3 box-filtered images (so the objective may add detail but
   must keep the degraded image's low frequencies);
-- **C, a restorer**: a :class:`~ifqa_loss.restorer.TinyRestorer`, pre-trained with L1 on
+- **C, a restorer**: a :class:`~ifqa_loss.audit.restorer.TinyRestorer`, pre-trained with L1 on
   training faces, then fine-tuned in two copies from the same weights on the same batches,
   one with L1 and one with L1 + ``ifqa_weight`` times the loss, and run on the audit faces
   (at ``restorer_size``, 128 by default, as restorers are often trained on small crops).
@@ -37,9 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..train.data import resize_antialiased
+from ..train.validation import degrade
 from .restorer import TinyRestorer, fine_tune_pair, train_l1
-from .train.data import resize_antialiased
-from .train.validation import degrade
 
 # Verdict thresholds (the targets of the robust-model issue).
 MAX_PSNR_DROP = 1.0  # dB, mean over the setting's faces
