@@ -6,9 +6,11 @@ Importing this module:
    ``torchvision.transforms.functional_tensor`` (a stand-in module exposing
    ``rgb_to_grayscale`` is put in ``sys.modules``, only when the real one is missing);
 2. registers, once, into whichever ``basicsr`` is importable (PyPI, or CodeFormer's vendored
-   copy): the losses ``IFQALoss``, ``PixelIFQALoss`` and ``IFQAPerceptualLoss`` in
-   ``LOSS_REGISTRY`` and the metric ``calculate_ifqa`` in ``METRIC_REGISTRY``. Importing it again,
-   or reloading it, changes nothing;
+   copy): the losses ``IFQALoss``, ``PixelIFQALoss``, ``IFQAPerceptualLoss`` and
+   ``IFQAGANLoss`` in ``LOSS_REGISTRY``, the trainable discriminator ``IFQADiscriminator`` in
+   ``ARCH_REGISTRY`` (both from :mod:`ifqa_loss.integrations.basicsr_gan`) and the metric
+   ``calculate_ifqa`` in ``METRIC_REGISTRY``. Importing it again, or reloading it, changes
+   nothing;
 3. adds a small hook to ``BaseModel.reduce_loss_dict`` so the terms of these losses appear in the
    training log (``l_ifqa``, ``l_pix_l1``, ...) next to the model's own entries, even for models
    that log only their slot's total (GFPGAN logs ``l_g_pix``). The terms are averaged over ranks
@@ -27,6 +29,8 @@ Which slot, which class:
   ``IFQAPerceptualLoss``, which returns ``(loss, None)``. This replaces the VGG loss there.
 - ``perceptual_opt`` of CodeFormer (expects one tensor), or any slot that expects a tensor:
   ``IFQALoss``.
+- ``network_d`` + ``gan_opt`` (SRGANModel, RealESRGANModel, GFPGAN): ``IFQADiscriminator``, a
+  co-trained IFQA discriminator, and ``IFQAGANLoss``, its region-weighted per-pixel GAN loss.
 - validation ``metrics``: ``type: calculate_ifqa`` (higher is better).
 
 Example YAML::
@@ -60,6 +64,7 @@ from torch import nn
 
 from ..loss import IFQALoss as _CoreIFQALoss
 from ..metric import IFQAMetric
+from .basicsr_gan import IFQADiscriminator, IFQAGANLoss
 
 log = logging.getLogger("ifqa_loss")
 
@@ -335,7 +340,9 @@ _LOSSES = {
     "IFQALoss": IFQALoss,
     "PixelIFQALoss": PixelIFQALoss,
     "IFQAPerceptualLoss": IFQAPerceptualLoss,
+    "IFQAGANLoss": IFQAGANLoss,
 }
+_ARCHS = {"IFQADiscriminator": IFQADiscriminator}
 
 # ----------------------------------------------------------------------------- metric
 
@@ -495,20 +502,21 @@ def patch_jpeg_quality() -> bool:
 
 
 def register(patch_log: bool = True) -> dict[str, list[str]]:
-    """Register the losses and the metric into the importable ``basicsr`` (idempotent).
+    """Register the losses, the arch and the metric into the importable ``basicsr`` (idempotent).
 
     Args:
         patch_log: also install the loss-term log hook (:func:`patch_loss_logging`).
 
     Returns:
-        ``{"LOSS_REGISTRY": [...], "METRIC_REGISTRY": [...]}``: the names added by this call.
+        ``{"LOSS_REGISTRY": [...], "ARCH_REGISTRY": [...], "METRIC_REGISTRY": [...]}``: the
+        names added by this call.
 
     Raises:
         ImportError: basicsr is not importable (with how to install it).
     """
     install_torchvision_shim()
     try:
-        from basicsr.utils.registry import LOSS_REGISTRY, METRIC_REGISTRY
+        from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY
     except ImportError as e:
         raise ImportError(
             "ifqa_loss.integrations.basicsr needs basicsr: install torch and torchvision first, "
@@ -516,13 +524,17 @@ def register(patch_log: bool = True) -> dict[str, list[str]]:
             '--no-build-isolation "ifqa-loss[basicsr]"`); CodeFormer users: run from the '
             f"CodeFormer checkout with its basicsr installed. ({type(e).__name__}: {e})"
         ) from e
-    added: dict[str, list[str]] = {"LOSS_REGISTRY": [], "METRIC_REGISTRY": []}
-    for name, cls in _LOSSES.items():
-        if _registered(LOSS_REGISTRY, name):
-            _warn_if_foreign(LOSS_REGISTRY, name)
-            continue
-        LOSS_REGISTRY.register(cls)
-        added["LOSS_REGISTRY"].append(name)
+    added: dict[str, list[str]] = {"LOSS_REGISTRY": [], "ARCH_REGISTRY": [], "METRIC_REGISTRY": []}
+    for key, registry, entries in (
+        ("LOSS_REGISTRY", LOSS_REGISTRY, _LOSSES),
+        ("ARCH_REGISTRY", ARCH_REGISTRY, _ARCHS),
+    ):
+        for name, cls in entries.items():
+            if _registered(registry, name):
+                _warn_if_foreign(registry, name)
+                continue
+            registry.register(cls)
+            added[key].append(name)
     if _registered(METRIC_REGISTRY, "calculate_ifqa"):
         _warn_if_foreign(METRIC_REGISTRY, "calculate_ifqa")
     else:
@@ -537,7 +549,7 @@ def register(patch_log: bool = True) -> dict[str, list[str]]:
 
 def _warn_if_foreign(registry: Any, name: str) -> None:
     obj = getattr(registry, "_obj_map", {}).get(name)
-    if obj is not None and getattr(obj, "__module__", "") != __name__:
+    if obj is not None and not getattr(obj, "__module__", "").startswith(__package__ or __name__):
         log.warning(
             "ifqa_loss: basicsr already has %r from %s; that one is used, not ifqa_loss's",
             name,
