@@ -11,7 +11,7 @@ from torch import nn
 
 from .models.base import Discriminator
 from .models.registry import ModelConfig, get_model_config, list_models
-from .weights import find_weights, load_discriminator
+from .weights import find_weights, load_discriminator, model_of
 
 log = logging.getLogger("ifqa_loss")
 
@@ -72,7 +72,8 @@ def resolve_model(
         raise TypeError(f"model must be a string or a Discriminator, got {type(model).__name__}")
     if model == "auto":
         if weights is not None:
-            model = "ifqa"
+            saved_as = model_of(weights) if isinstance(weights, str | os.PathLike) else None
+            model = saved_as or "ifqa"
         else:
             try:
                 find_weights("ifqa")

@@ -55,6 +55,98 @@ def weighted_mean(per_pixel: torch.Tensor, wmap: torch.Tensor | None) -> torch.T
     return (per_pixel * wmap).sum((1, 2, 3)) / wmap.sum((1, 2, 3)).clamp_min(1e-8)
 
 
+def _check_weight_args(images: torch.Tensor, **tensors: torch.Tensor | None) -> None:
+    """``weight``/``masks`` must be (B or 1, C, H, W) tensors matching ``images``' batch."""
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            raise ValueError(
+                f"{name} must be a (B, R, H, W) tensor of region masks or a (B, 1, H, W) "
+                f"weight map, got {getattr(t, 'shape', type(t).__name__)}"
+            )
+        if t.shape[0] not in (1, images.shape[0]):
+            raise ValueError(
+                f"{name} batch {t.shape[0]} does not match images batch {images.shape[0]}"
+            )
+
+
+def _landmark_weights(
+    images: torch.Tensor,
+    landmarks: torch.Tensor,
+    size: int,
+    names: Sequence[str],
+    values: Sequence[float],
+    check_finite: bool,
+) -> torch.Tensor:
+    """Region weights from (B, K, 2) pixel landmarks of ``images``, at ``size`` x ``size``."""
+    check_landmarks(landmarks, finite=check_finite)
+    if landmarks.dim() == 3 and landmarks.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"landmarks batch {landmarks.shape[0]} does not match images batch {images.shape[0]}"
+        )
+    h, w = images.shape[-2:]
+    # (x, y) scaled with Python numbers: no tensor made from host data.
+    lm = torch.stack((landmarks[..., 0] * (size / w), landmarks[..., 1] * (size / h)), -1)
+    m = face_region_masks(lm, size, names, check_finite=check_finite)
+    return region_weight_map(m.to(images.device, torch.float32), values)
+
+
+def pixel_weights(
+    images: torch.Tensor,
+    size: int,
+    names: Sequence[str],
+    values: Sequence[float],
+    template: torch.Tensor | None,
+    *,
+    landmarks: torch.Tensor | None = None,
+    masks: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor | None:
+    """The (B or 1, 1, size, size) per-pixel weights for ``images``, or None (uniform).
+
+    Precedence: ``weight`` (a weight map), ``masks`` (one mask per region of ``names``; a
+    1-channel tensor is a weight map unless exactly one region is weighted), ``landmarks``,
+    ``template`` (the template regions' map, or None), uniform. ``values``: one weight per
+    region of ``names``. ``check_finite``: refuse NaN/Inf landmarks (one device
+    synchronisation).
+    """
+    _check_weight_args(images, weight=weight, masks=masks)
+    if weight is not None:
+        w = weight.to(images.device, torch.float32).mean(1, keepdim=True)
+        return resize_map(w, (size, size))
+    if masks is not None:
+        m = resize_map(masks.to(images.device, torch.float32), (size, size))
+        if m.shape[1] == len(names):
+            return region_weight_map(m, values)
+        if m.shape[1] == 1:
+            return m.clamp_min(0.0)
+        raise ValueError(
+            f"masks has {m.shape[1]} channels but region_weights names {len(names)} regions "
+            f"{tuple(names)}; pass one mask per region in that order, or a (B, 1, H, W) weight map"
+        )
+    if landmarks is not None and names:
+        return _landmark_weights(images, landmarks, size, names, values, check_finite)
+    return template
+
+
+def feature_distance(
+    feats: Sequence[torch.Tensor], refs: Sequence[torch.Tensor], wmap: torch.Tensor | None
+) -> torch.Tensor:
+    """(B,) mean over levels of the weighted L1 feature distance over the mean |reference|.
+
+    Shape:
+        feats, refs: matching lists of (B, C_l, H_l, W_l); wmap (B or 1, 1, S, S) or None.
+    """
+    terms = []
+    for f, r in zip(feats, refs, strict=True):
+        dist = (f.float() - r.float()).abs().mean(1, keepdim=True)
+        scale = r.float().abs().mean((1, 2, 3)).clamp_min(1e-6)
+        terms.append(weighted_mean(dist, wmap) / scale)
+    return torch.stack(terms).mean(0)
+
+
 class IFQALoss(HoldsDiscriminator):
     """IFQA realness as a loss to minimise (lower = more real).
 
@@ -223,12 +315,7 @@ class IFQALoss(HoldsDiscriminator):
         feats = net.forward_features(inp)
         with torch.no_grad():
             refs = net.forward_features(ref)
-        terms = []
-        for f, r in zip(feats, refs, strict=True):
-            dist = (f.float() - r.float()).abs().mean(1, keepdim=True)
-            scale = r.float().abs().mean((1, 2, 3)).clamp_min(1e-6)
-            terms.append(weighted_mean(dist, wmap) / scale)
-        return torch.stack(terms).mean(0)
+        return feature_distance(feats, refs, wmap)
 
     def extra_repr(self) -> str:
         regions = dict(zip(self.region_names, self.region_values, strict=True)) or None
@@ -249,50 +336,19 @@ class IFQALoss(HoldsDiscriminator):
     ) -> torch.Tensor | None:
         """The (B or 1, 1, S, S) per-pixel weights used for ``images``, or None (uniform).
 
-        Precedence: ``weight`` (a weight map), ``masks`` (one mask per region of
-        ``region_weights``; a 1-channel tensor is a weight map unless exactly one region is
-        weighted), ``landmarks``, the template regions, uniform. ``check_finite``: refuse
-        NaN/Inf landmarks (one device synchronisation; ``forward`` does it on its schedule).
+        See :func:`pixel_weights` (``S``: the model's native size).
         """
-        s = self.native_size
-        for name, t in (("weight", weight), ("masks", masks)):
-            if t is None:
-                continue
-            if not isinstance(t, torch.Tensor) or t.dim() != 4:
-                raise ValueError(
-                    f"{name} must be a (B, R, H, W) tensor of region masks or a (B, 1, H, W) "
-                    f"weight map, got {getattr(t, 'shape', type(t).__name__)}"
-                )
-            if t.shape[0] not in (1, images.shape[0]):
-                raise ValueError(
-                    f"{name} batch {t.shape[0]} does not match images batch {images.shape[0]}"
-                )
-        if weight is not None:
-            return resize_map(weight.to(images.device, torch.float32).mean(1, keepdim=True), (s, s))
-        if masks is not None:
-            m = resize_map(masks.to(images.device, torch.float32), (s, s))
-            if m.shape[1] == len(self.region_names):
-                return region_weight_map(m, self.region_values)
-            if m.shape[1] == 1:
-                return m.clamp_min(0.0)
-            raise ValueError(
-                f"masks has {m.shape[1]} channels but region_weights names "
-                f"{len(self.region_names)} regions {self.region_names}; pass one mask per "
-                "region in that order, or a (B, 1, H, W) weight map"
-            )
-        if landmarks is not None and self.region_names:
-            check_landmarks(landmarks, finite=check_finite)
-            if landmarks.dim() == 3 and landmarks.shape[0] != images.shape[0]:
-                raise ValueError(
-                    f"landmarks batch {landmarks.shape[0]} does not match images batch "
-                    f"{images.shape[0]}"
-                )
-            h, w = images.shape[-2:]
-            # (x, y) scaled with Python numbers: no tensor made from host data.
-            lm = torch.stack((landmarks[..., 0] * (s / w), landmarks[..., 1] * (s / h)), -1)
-            m = face_region_masks(lm, s, self.region_names, check_finite=check_finite)
-            return region_weight_map(m.to(images.device, torch.float32), self.region_values)
-        return self.template_weight_map
+        return pixel_weights(
+            images,
+            self.native_size,
+            self.region_names,
+            self.region_values,
+            self.template_weight_map,
+            landmarks=landmarks,
+            masks=masks,
+            weight=weight,
+            check_finite=check_finite,
+        )
 
     def _check_due(self) -> bool:
         """Whether this call checks the values (eager only; see ``check_every``)."""

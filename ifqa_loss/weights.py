@@ -250,12 +250,42 @@ def load_discriminator(
     return net
 
 
-def save_safetensors(sd: Mapping[str, torch.Tensor], out: str | os.PathLike) -> Path:
-    """Write a state dict as ``.safetensors`` atomically (temp file in the same folder, rename)."""
+def save_safetensors(
+    sd: Mapping[str, torch.Tensor],
+    out: str | os.PathLike,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write a state dict as ``.safetensors`` atomically (temp file in the same folder, rename).
+
+    ``metadata``: string pairs stored in the file's header; ``{"ifqa_model": NAME}`` lets
+    ``model="auto"`` pick the architecture the file was saved from (:func:`model_of`).
+    """
     from safetensors.torch import save_file
 
     tensors = {k: v.contiguous() for k, v in sd.items()}
-    return atomic_write(out, lambda tmp: save_file(tensors, tmp))
+    meta = dict(metadata) if metadata else None
+    return atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def model_of(path: str | os.PathLike) -> str | None:
+    """The registered model a ``.safetensors`` file names in its header (``ifqa_model``), if any.
+
+    Reads the header only; None for other files, unreadable headers or unknown names.
+    """
+    p = Path(path)
+    if p.suffix != ".safetensors" or not p.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as f:
+            name = (f.metadata() or {}).get("ifqa_model")
+    except Exception:
+        return None
+    try:
+        return get_model_config(name).name if name else None
+    except ValueError:
+        return None
 
 
 def convert_checkpoint(
