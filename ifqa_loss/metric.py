@@ -11,7 +11,13 @@ import torch
 from ._holder import HoldsDiscriminator, WeightsArg, compile_kwargs, resolve_model
 from .align import AlignOptions
 from .masks import face_region_masks
-from .preprocess import check_images, check_range, to_model_input
+from .preprocess import (
+    DEFAULT_MAX_PIXELS,
+    check_images,
+    check_max_pixels,
+    check_range,
+    to_model_input,
+)
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BREAKDOWN_REGIONS = ("eyes", "nose", "mouth", "rest")
@@ -21,6 +27,13 @@ class IFQAMetric(HoldsDiscriminator):
     """IFQA face quality: the mean of the discriminator's per-pixel realness map.
 
     Higher is better; scores lie in [0, 1]. No gradients are computed.
+
+    The score of any input is what the model says, flat images included: a constant image
+    gets a finite score like any other (``ifqa-lite``: 0.73 for black, 0.66 for mid-grey),
+    and a near-constant one scores as noise, since the network's instance normalisation
+    stretches the smallest variation to full contrast. Such a score means nothing about a
+    face; :func:`ifqa_loss.flags.near_constant` tells them apart, and ``score_files`` and
+    ``ifqa score`` flag them (docs/robustness.md).
 
     Args:
         model: ``"auto"``, a registered name, or a ``Discriminator`` (see :class:`IFQALoss`).
@@ -163,6 +176,8 @@ class IFQAMetric(HoldsDiscriminator):
         progress: bool | None = False,
         on_batch: Callable[[list[dict]], None] | None = None,
         align: bool | AlignOptions = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        check_face: bool = False,
     ) -> list[dict]:
         """Score image files with the original release's preprocessing of this model.
 
@@ -170,7 +185,9 @@ class IFQAMetric(HoldsDiscriminator):
         Files are decoded like the original script (``cv2.imread``): grayscale is repeated to
         RGB, an alpha channel is dropped, 16-bit images are reduced to 8 bits (high byte). A file
         that cannot be read gets a record with ``score=None`` and its ``error``; the others are
-        still scored.
+        still scored. So does a file whose header says it has more than ``max_pixels`` pixels:
+        it is refused before it is decoded, which bounds the memory of a run to about
+        ``max(workers, 1) x 6 bytes x max_pixels`` whatever the files (docs/robustness.md).
 
         Args:
             paths: image files.
@@ -188,10 +205,16 @@ class IFQAMetric(HoldsDiscriminator):
                 would score. ``True`` for the defaults or an
                 :class:`~ifqa_loss.align.AlignOptions`. Needs ``pip install
                 "ifqa-loss[align]"``. Region means then use each face's own 68 landmarks.
+            max_pixels: refuse images of more pixels (width x height, from the file's
+                header) than this; default 100 million.
+            check_face: flag images in which dlib finds no face (``flag="no_face"``); needs
+                the ``[align]`` extra. Ignored with ``align`` (its faces were found).
 
         Returns:
             One dict per path, in order: ``path``, ``score`` (float or None), ``error`` (str or
-            None), plus the region means and ``map`` as requested. With ``align``, one dict per
+            None), ``flag`` (None, ``"near_constant"`` or ``"no_face"``: the score says nothing
+            about a face, :mod:`ifqa_loss.flags`), plus the region means and ``map`` as
+            requested. With ``align``, one dict per
             face instead, in the photo's left-to-right order, adding ``face`` (index),
             ``faces`` (count in the photo), ``box`` ([x0, y0, x1, y1], pixels), ``confidence``
             (detector score), ``landmarks`` (the five points in the photo) and ``matrix``
@@ -202,10 +225,12 @@ class IFQAMetric(HoldsDiscriminator):
         from .scoring import score_paths
 
         options = None
-        if align:
+        max_pixels = check_max_pixels(max_pixels)
+        if align or check_face:
             from .align import require
 
             require()  # the missing extra is one clear error, not one per file
+        if align:
             options = align if isinstance(align, AlignOptions) else AlignOptions()
         region_fn = None
         if regions:
@@ -231,4 +256,6 @@ class IFQAMetric(HoldsDiscriminator):
             progress=progress,
             on_batch=on_batch,
             align=options,
+            max_pixels=max_pixels,
+            check_face=bool(check_face) and options is None,
         )

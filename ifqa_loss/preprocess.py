@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -177,25 +178,109 @@ def resize_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(m, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
-def read_image_bgr(path: str | os.PathLike) -> np.ndarray:
+# Files above this many pixels (width x height, read from the header) are refused before any
+# decoding: a 1 MB PNG can hold 30000 x 30000 pixels, 2.7 GB once decoded (docs/robustness.md).
+DEFAULT_MAX_PIXELS = 100_000_000
+# OpenCV's own limit on what ``cv2.imread`` decodes, read by OpenCV once per process, at its
+# first decode; the default (2^30 pixels) lets the bomb above through.
+OPENCV_LIMIT_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
+
+
+def check_max_pixels(max_pixels: object) -> int:
+    """Validate a ``max_pixels`` argument (a positive int) and return it."""
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int | np.integer):
+        raise TypeError(f"max_pixels must be an int (pixels), got {max_pixels!r}")
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    return int(max_pixels)
+
+
+def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(width, height)`` from the file's header, without decoding a pixel; None when the
+    format is unknown to Pillow or its header cannot be read.
+
+    Pillow's ``Image.open`` reads the header only (PNG, JPEG, WebP, TIFF, BMP and most
+    others). Its own bomb check (above 2 x ``Image.MAX_IMAGE_PIXELS``) is read back as a size.
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning, format hints
+            with Image.open(os.fspath(path)) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as e:
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = int(m.group(1)) if m else 2 * (Image.MAX_IMAGE_PIXELS or 0) + 1
+        return pixels, 1
+    except Exception:  # unknown format, or a header Pillow cannot parse: OpenCV may still
+        return None
+    return int(w), int(h)
+
+
+def _limit_opencv(max_pixels: int) -> None:
+    """Lower OpenCV's decoding limit to ``max(max_pixels, DEFAULT_MAX_PIXELS)`` unless the
+    user set it; OpenCV reads it at its first decode in this process, so later calls are
+    no-ops. It bounds what OpenCV decodes of a file whose header Pillow could not read."""
+    os.environ.setdefault(OPENCV_LIMIT_ENV, str(max(max_pixels, DEFAULT_MAX_PIXELS)))
+
+
+def read_image_bgr(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a file as the original script does: ``cv2.imread`` (8-bit BGR, alpha dropped).
+
+    The image size is read from the header first (:func:`header_size`): an image of more than
+    ``max_pixels`` pixels is refused before it is decoded. A file whose header Pillow cannot
+    read is decoded by OpenCV under its own limit (``OPENCV_IO_MAX_IMAGE_PIXELS``, set to the
+    larger of ``max_pixels`` and :data:`DEFAULT_MAX_PIXELS` unless already set) and refused
+    afterwards if larger than ``max_pixels``.
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file exists but cannot be decoded as an image.
+        ValueError: the file exists but cannot be decoded as an image, or holds more than
+            ``max_pixels`` pixels.
     """
     import cv2
 
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise FileNotFoundError(f"no such image file: {p}")
-    img = cv2.imread(p, cv2.IMREAD_COLOR)
+    max_pixels = check_max_pixels(max_pixels)
+    size = header_size(p)
+    if size is not None and size[0] * size[1] > max_pixels:
+        _refuse_size(p, size, max_pixels, "its header says")
+    _limit_opencv(max_pixels)
+    try:
+        img = cv2.imread(p, cv2.IMREAD_COLOR)
+    except cv2.error as e:  # OpenCV's own size limit, or a decoder's assertion
+        limit = os.environ.get(OPENCV_LIMIT_ENV)
+        raise ValueError(
+            f"cannot decode {p} as an image: OpenCV refused it ({_first_line(e)}); "
+            f"OpenCV's limit {OPENCV_LIMIT_ENV}={limit} pixels applies to every file"
+        ) from None
     if img is None:
         raise ValueError(f"cannot decode {p} as an image (corrupt, truncated or not an image)")
+    if img.shape[0] * img.shape[1] > max_pixels:
+        _refuse_size(p, (img.shape[1], img.shape[0]), max_pixels, "it decoded to")
     return img
 
 
-def official_file_tensor(path: str | os.PathLike, cfg: ModelConfig) -> torch.Tensor:
+def _refuse_size(p: str, size: tuple[int, int], max_pixels: int, how: str) -> None:
+    w, h = size
+    dims = f"{w} x {h} = " if h > 1 else ""
+    raise ValueError(
+        f"cannot decode {p}: {how} {dims}{w * h / 1e6:.1f} megapixels, above the limit of "
+        f"{max_pixels / 1e6:g} megapixels (raise it with max_pixels= or --max-pixels)"
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def official_file_tensor(
+    path: str | os.PathLike, cfg: ModelConfig, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
     """The original release's preprocessing of one file: (3, S, S) float32 in [-1, 1].
 
     ``ifqa``: RGB uint8 -> albumentations ``Resize(S, S, INTER_LINEAR)`` -> ``Normalize(0.5, 0.5)``.
@@ -203,7 +288,7 @@ def official_file_tensor(path: str | os.PathLike, cfg: ModelConfig) -> torch.Ten
     """
     import cv2
 
-    rgb = cv2.cvtColor(read_image_bgr(path), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(read_image_bgr(path, max_pixels), cv2.COLOR_BGR2RGB)
     return official_array_tensor(rgb, cfg)
 
 

@@ -18,58 +18,85 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .align import AlignedFace, AlignOptions
+from .flags import image_flag
 from .models.registry import ModelConfig
-from .preprocess import official_array_tensor, official_file_tensor, read_image_bgr
+from .preprocess import DEFAULT_MAX_PIXELS, official_array_tensor, read_image_bgr
 
 
 class _FileDataset(Dataset):
-    """Item ``i``: ``(i, (1, 3, S, S) tensor, None, None)`` for a readable file, or
-    ``(i, None, error, None)``."""
+    """Item ``i``: ``(i, (1, 3, S, S) tensor, None, None, [flag])`` for a readable file, or
+    ``(i, None, error, None, None)``.
 
-    def __init__(self, paths: Sequence[str], config: ModelConfig) -> None:
+    A file is decoded only if its header says it has at most ``max_pixels`` pixels
+    (:func:`~ifqa_loss.preprocess.read_image_bgr`); its flag comes from
+    :func:`~ifqa_loss.flags.image_flag`.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        config: ModelConfig,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        check_face: bool = False,
+    ) -> None:
         self.paths = list(paths)
         self.config = config
+        self.max_pixels = max_pixels
+        self.check_face = check_face
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None, None]:
+    def _read_rgb(self, i: int) -> np.ndarray:
+        import cv2
+
+        bgr = read_image_bgr(self.paths[i], self.max_pixels)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)  # in place: one image in memory
+
+    def __getitem__(self, i: int) -> tuple:
         try:
-            return i, official_file_tensor(self.paths[i], self.config)[None], None, None
+            rgb = self._read_rgb(i)
+            flag = image_flag(rgb, self.check_face)
+            return i, official_array_tensor(rgb, self.config)[None], None, None, [flag]
         except Exception as e:  # any unreadable file (decoder errors included) is one record
-            return i, None, f"{type(e).__name__}: {e}", None
+            return i, None, f"{type(e).__name__}: {e}", None, None
 
 
 class _AlignedFileDataset(_FileDataset):
-    """Item ``i``: ``(i, (n, 3, S, S) aligned faces, None, [face info] * n)`` for a photo
-    with ``n >= 0`` faces, or ``(i, None, error, None)`` for an unreadable file.
+    """Item ``i``: ``(i, (n, 3, S, S) aligned faces, None, [face info] * n, [flag] * n)`` for
+    a photo with ``n >= 0`` faces, or ``(i, None, error, None, None)`` for an unreadable file.
 
     Each face is aligned (:func:`ifqa_loss.align.align_faces`) and its crop preprocessed as
     the original release preprocesses a file, so a face scores what its crop saved as a PNG
     would. The dlib models load once per worker process.
     """
 
-    def __init__(self, paths: Sequence[str], config: ModelConfig, options: AlignOptions) -> None:
-        super().__init__(paths, config)
+    def __init__(
+        self,
+        paths: Sequence[str],
+        config: ModelConfig,
+        options: AlignOptions,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        super().__init__(paths, config, max_pixels)
         self.options = options
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None, list | None]:
-        import cv2
-
+    def __getitem__(self, i: int) -> tuple:
         from .align import align_faces
 
         o = self.options
         try:
-            rgb = cv2.cvtColor(read_image_bgr(self.paths[i]), cv2.COLOR_BGR2RGB)
+            rgb = self._read_rgb(i)
             faces = align_faces(
                 rgb, size=o.size, recipe=o.recipe, upsample=o.upsample, padding=o.padding
             )
         except Exception as e:  # unreadable, or too small to search: one record
-            return i, None, f"{type(e).__name__}: {e}", None
+            return i, None, f"{type(e).__name__}: {e}", None, None
         s = self.config.native_size
         tensors = [official_array_tensor(f.crop, self.config) for f in faces]
         batch = torch.stack(tensors) if tensors else torch.empty(0, 3, s, s)
-        return i, batch, None, [_face_info(k, f) for k, f in enumerate(faces)]
+        flags = [image_flag(f.crop) for f in faces]
+        return i, batch, None, [_face_info(k, f) for k, f in enumerate(faces)], flags
 
 
 def _face_info(index: int, face: AlignedFace) -> dict:
@@ -85,15 +112,16 @@ def _face_info(index: int, face: AlignedFace) -> dict:
     }
 
 
-def _collate(items: list) -> tuple[list[tuple[int, int, list | None]], torch.Tensor | None, list]:
-    """``([(index, images in batch, face infos)], (N, 3, S, S) or None, [(index, error)])``."""
-    good = [(i, t, info) for i, t, _, info in items if t is not None]
-    errors = [(i, e) for i, t, e, _ in items if t is None]
+def _collate(items: list) -> tuple[list[tuple], torch.Tensor | None, list]:
+    """``([(index, images in batch, face infos, flags)], (N, 3, S, S) or None,
+    [(index, error)])``."""
+    good = [(i, t, info, flags) for i, t, _, info, flags in items if t is not None]
+    errors = [(i, e) for i, t, e, _, _ in items if t is None]
     if not good:
         return [], None, errors
     return (
-        [(i, t.shape[0], info) for i, t, info in good],
-        torch.cat([t for _, t, _ in good]),
+        [(i, t.shape[0], info, flags) for i, t, info, flags in good],
+        torch.cat([t for _, t, _, _ in good]),
         errors,
     )
 
@@ -105,18 +133,22 @@ def file_batches(
     workers: int = 0,
     pin_memory: bool = False,
     align: AlignOptions | None = None,
-) -> Iterator[tuple[list[tuple[int, int, list | None]], torch.Tensor | None, list]]:
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    check_face: bool = False,
+) -> Iterator[tuple[list[tuple], torch.Tensor | None, list]]:
     """Yield batches of ``batch_size`` files in input order.
 
-    Each batch is ``([(index, images, face infos)], (N, 3, S, S) images or None,
-    [(index, error)])``: a plain file gives one image and no infos; with ``align``, a photo
-    gives one image per detected face (possibly none) and one info dict per face.
+    Each batch is ``([(index, images, face infos, flags)], (N, 3, S, S) images or None,
+    [(index, error)])``: a plain file gives one image, no infos and one flag; with ``align``,
+    a photo gives one image, one info dict and one flag per detected face (possibly none).
+    Memory: each worker holds one decoded image at a time, at most ``max_pixels`` pixels.
     """
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
-    dataset = (
-        _FileDataset(paths, config) if align is None else _AlignedFileDataset(paths, config, align)
-    )
+    if align is None:
+        dataset = _FileDataset(paths, config, max_pixels, check_face)
+    else:
+        dataset = _AlignedFileDataset(paths, config, align, max_pixels)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -154,13 +186,15 @@ def _progress(total: int, enabled: bool | None):
 NO_FACE = "no face found"
 
 
-def _photo_records(path: str, infos: list[dict] | None) -> list[dict]:
+def _photo_records(path: str, infos: list[dict] | None, flags: list[str | None]) -> list[dict]:
     """The records of one decoded file: one per face with ``align`` (one saying there is
-    none for a photo without faces), else one."""
+    none for a photo without faces), else one; ``flags``: one per image scored."""
     if infos is None:
-        return [{"path": path, "score": None, "error": None}]
+        return [{"path": path, "score": None, "error": None, "flag": flags[0]}]
     if not infos:
-        return [{"path": path, "face": None, "faces": 0, "score": None, "error": NO_FACE}]
+        return [
+            {"path": path, "face": None, "faces": 0, "score": None, "error": NO_FACE, "flag": None}
+        ]
     return [
         {
             "path": path,
@@ -170,10 +204,11 @@ def _photo_records(path: str, infos: list[dict] | None) -> list[dict]:
             "confidence": info["confidence"],
             "score": None,
             "error": None,
+            "flag": flag,
             "landmarks": info["landmarks"],
             "matrix": info["matrix"],
         }
-        for info in infos
+        for info, flag in zip(infos, flags, strict=True)
     ]
 
 
@@ -190,6 +225,8 @@ def score_paths(
     progress: bool | None = False,
     on_batch: Callable[[list[dict]], None] | None = None,
     align: AlignOptions | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    check_face: bool = False,
 ) -> list[dict]:
     """Records for ``paths`` (see :meth:`IFQAMetric.score_files`), in input order.
 
@@ -201,14 +238,16 @@ def score_paths(
     always arrive in the same batch.
     """
     paths = [os.fspath(p) for p in paths]
-    per_file: list[list[dict]] = [[{"path": p, "score": None, "error": None}] for p in paths]
+    per_file = [[{"path": p, "score": None, "error": None, "flag": None}] for p in paths]
     if align is not None:
         for recs in per_file:
             recs[0].update(face=None, faces=None)
     start = time.perf_counter()
     faces_done = 0
     with _progress(len(paths), progress) as bar:
-        batches = file_batches(paths, config, batch_size, workers, pin_memory, align)
+        batches = file_batches(
+            paths, config, batch_size, workers, pin_memory, align, max_pixels, check_face
+        )
         for items, batch, errors in batches:
             done = []
             for i, err in errors:
@@ -216,8 +255,8 @@ def score_paths(
                 done += per_file[i]
             scored: list[dict] = []
             landmarks = []
-            for i, n, infos in items:
-                per_file[i] = _photo_records(paths[i], infos)
+            for i, n, infos, flags in items:
+                per_file[i] = _photo_records(paths[i], infos, flags)
                 done += per_file[i]
                 scored += per_file[i][:n]
                 landmarks += [info["crop_landmarks"] for info in infos or []]

@@ -1,0 +1,99 @@
+"""Inputs a score says nothing about: near-constant images, and crops without a face.
+
+The discriminator scores whatever it is given; a flat colour gets a number like any face (the
+bundled ``ifqa-lite`` gives a black square 0.73, more than most clean faces). A flag tells
+``ifqa score`` and ``ifqa compare`` users that a score is meaningless; the score itself stays
+what the model says (docs/robustness.md).
+
+Near-constant: the standard deviation of the 8-bit luminance (BT.601, ``0.299 R + 0.587 G +
+0.114 B``) is below :data:`NEAR_CONSTANT_STD` grey levels, over the image's pixels (at most
+:data:`SAMPLE_SIDE` x :data:`SAMPLE_SIDE` of them, taken on a regular grid). A face crop has a
+spread of tens of levels; a flat colour plus JPEG or sensor noise stays under 2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+NEAR_CONSTANT = "near_constant"
+NO_FACE = "no_face"
+FLAGS = (NEAR_CONSTANT, NO_FACE)
+# Grey levels (of 255) of luminance spread below which an image is near-constant.
+NEAR_CONSTANT_STD = 2.0
+# Large images are sampled on a grid of at most this many points per side (every k-th pixel).
+SAMPLE_SIDE = 1024
+# Crops are resized to this side before looking for a face (dlib's HOG detector finds faces of
+# about 80 px and more; a face crop's face spans about half of it).
+FACE_CHECK_SIDE = 256
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def luminance_std(rgb: np.ndarray) -> float:
+    """Standard deviation of the 8-bit luminance of an (H, W, 3) uint8 RGB (or (H, W) gray)
+    image, in grey levels [0, 127.5]; images larger than :data:`SAMPLE_SIDE` on a side are
+    sampled on a regular grid."""
+    arr = np.asarray(rgb)
+    step = max(1, -(-max(arr.shape[:2]) // SAMPLE_SIDE))
+    arr = arr[::step, ::step].astype(np.float32)
+    luma = arr if arr.ndim == 2 else arr[..., :3] @ np.asarray(_LUMA, dtype=np.float32)
+    return float(luma.std())
+
+
+def is_near_constant(rgb: np.ndarray) -> bool:
+    """Whether an 8-bit RGB image's luminance spread is below :data:`NEAR_CONSTANT_STD`."""
+    return luminance_std(rgb) < NEAR_CONSTANT_STD
+
+
+def near_constant(
+    images: torch.Tensor, input_range: tuple[float, float] = (0.0, 1.0)
+) -> torch.Tensor:
+    """The same test on a batch of tensors, at their full resolution.
+
+    Shape:
+        images (B, 3, H, W) (or (B, 1, H, W)) in ``input_range`` -> (B,) bool.
+    """
+    lo, hi = input_range
+    x = (images.detach().float() - lo) * (255.0 / (hi - lo))
+    if x.shape[1] == 3:
+        x = x[:, 0] * _LUMA[0] + x[:, 1] * _LUMA[1] + x[:, 2] * _LUMA[2]
+    return x.flatten(1).std(1, correction=0) < NEAR_CONSTANT_STD
+
+
+def has_face(rgb: np.ndarray) -> bool:
+    """Whether dlib's detector finds a face in an (H, W, 3) uint8 RGB crop, resized to
+    :data:`FACE_CHECK_SIDE` first. Needs the ``[align]`` extra."""
+    import cv2
+
+    from .align import detect_faces
+
+    h, w = rgb.shape[:2]
+    scale = FACE_CHECK_SIDE / max(h, w)
+    size = (max(16, round(w * scale)), max(16, round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    small = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=interp)
+    return bool(detect_faces(small, upsample=1))
+
+
+def image_flag(rgb: np.ndarray, check_face: bool = False) -> str | None:
+    """The flag of one decoded image: :data:`NEAR_CONSTANT`, :data:`NO_FACE` (only with
+    ``check_face``; not looked for in a near-constant image) or None."""
+    if is_near_constant(rgb):
+        return NEAR_CONSTANT
+    if check_face and not has_face(rgb):
+        return NO_FACE
+    return None
+
+
+def flag_summary(records: list[dict]) -> list[str]:
+    """One line per flag present in ``records`` (each a dict with ``flag`` and ``error``).
+
+    E.g. ``"3 of 40 inputs are near-constant: their scores mean nothing"``.
+    """
+    scored = [r for r in records if r.get("error") is None]
+    lines = []
+    for flag, what in ((NEAR_CONSTANT, "are near-constant"), (NO_FACE, "show no face")):
+        n = sum(r.get("flag") == flag for r in scored)
+        if n:
+            lines.append(f"{n} of {len(scored)} inputs {what}: their scores mean nothing")
+    return lines
