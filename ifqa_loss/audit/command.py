@@ -134,6 +134,16 @@ def _judge(args: argparse.Namespace, criterion) -> Any:
     return judge
 
 
+def _other_judges(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    """The ``--judges`` of other families (NIQE, BRISQUE, piq's), and notes on missing ones."""
+    from .judges import resolve
+
+    try:
+        return resolve(args.judges)
+    except ImportError as e:
+        raise ValueError(f"--judges {args.judges}: {e}") from None
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
     """Resolve everything, check every input, run the audit; returns (result, meta, faces)."""
     from ..metric import IFQAMetric
@@ -153,6 +163,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[
         seed=args.seed,
     )
     opts.check()
+    others, judge_notes = _other_judges(args)
     files, train_files, what = choose_faces(args)
     faces = load_faces(files, opts.size)
     train = load_faces(train_files, opts.size) if train_files and "C" in opts.settings else None
@@ -168,9 +179,14 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[
         "faces": what,
         "face_files": [os.fspath(f) for f in files],
         "train_faces": len(train or []),
+        "judges": {j.name: j.describe() for j in others},
+        "judges_missing": judge_notes,
     }
     print(f"# loss: {criterion!r}")
     print(f"# judge: {meta['judge']} ({meta['judge_weights']})")
+    print(f"# judges of other families: {', '.join(meta['judges']) or 'none'}")
+    for note in judge_notes:
+        print(f"#   not installed: {note}")
     print(f"# faces: {len(files)} ({what}); restorer training faces: {meta['train_faces']}")
     ident = identity_distance()
     res = run_audit(
@@ -181,6 +197,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[
         train_faces=train,
         options=opts,
         identity=ident,
+        judges=others,
         progress=args.progress if args.progress is not None else sys.stderr.isatty(),
     )
     res["identity_note"] = identity_note() if ident is None else ""
@@ -252,6 +269,12 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="independent judge model, or 'none' (default ifqa-judge)",
     )
     a.add_argument("--judge-weights", default=None, help="checkpoint for --judge")
+    a.add_argument(
+        "--judges",
+        default="auto",
+        help="judges of other families, comma-separated: niqe, brisque, ms_ssim, gmsd, "
+        "haarpsi, vif, or piq (its four); 'auto' (default): all installed; 'none'",
+    )
     a.add_argument(
         "--train-faces",
         default=None,

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ..train.data import resize_antialiased
 from ..train.validation import degrade
+from .judges import JUDGE_NAMES, Judge
 from .restorer import TinyRestorer, fine_tune_pair, train_l1
 
 # Verdict thresholds (the targets of the robust-model issue).
@@ -200,8 +201,12 @@ def measure(
     own: Scorer,
     judge: Scorer | None,
     identity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    judges: Sequence[Judge] = (),
 ) -> dict[str, torch.Tensor]:
-    """Every per-image measure of ``x`` against ``clean``; (B,) tensors, colour (B, 3)."""
+    """Every per-image measure of ``x`` against ``clean``; (B,) tensors, colour (B, 3).
+
+    ``judges``: measures of other families (:mod:`.judges`), each under its own name.
+    """
     x = quantize_t(x)
     psnr, ssim = psnr_ssim(x, clean)
     out = {
@@ -215,6 +220,8 @@ def measure(
         out["judge"] = judge(x)
     if identity is not None:
         out["identity"] = identity(x, clean)
+    for j in judges:
+        out[j.name] = j(x, clean)
     return out
 
 
@@ -380,13 +387,15 @@ def summarise(
     """Means of every measure before/after (and of the clean faces), over ``mask``'s cases."""
     sel = (lambda t: t[mask]) if mask is not None else (lambda t: t)
     row: dict[str, Any] = {"n": int(sel(before["psnr"]).numel())}
-    for k in ("own", "judge", "psnr", "ssim", "sharpness", "identity"):
+    others = [k for k in before if k in JUDGE_NAMES]  # judges of other families
+    for k in ("own", "judge", "psnr", "ssim", "sharpness", "identity", *others):
         if k in before:
             row[f"{k}_before"] = _mean(sel(before[k]))
             row[f"{k}_after"] = _mean(sel(after[k]))
     row["own_clean"] = _mean(sel(clean["own"]))
-    if "judge" in clean:
-        row["judge_clean"] = _mean(sel(clean["judge"]))
+    for k in ("judge", *others):
+        if k in clean:
+            row[f"{k}_clean"] = _mean(sel(clean[k]))
     row["psnr_change"] = row["psnr_after"] - row["psnr_before"]
     shift = sel(after["colour"]) - sel(before["colour"])
     row["colour_shift"] = [float(v) for v in shift.double().mean(0)]
@@ -448,6 +457,7 @@ def run_audit(
     train_faces: Sequence[torch.Tensor] | None = None,
     options: AuditOptions | None = None,
     identity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    judges: Sequence[Judge] = (),
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run settings A, B and C against ``criterion`` and measure the results.
@@ -461,6 +471,7 @@ def run_audit(
         train_faces: faces to train the setting-C restorer on (disjoint from ``faces``);
             required when ``options.settings`` has ``C``.
         identity: optional ``(images, clean) -> (B,)`` identity distance.
+        judges: measures of other families (:func:`.judges.resolve`), one column each.
 
     Returns:
         ``{"options", "cases", "rows", "verdicts", "images", "seconds"}``; ``images`` holds the
@@ -482,7 +493,7 @@ def run_audit(
     )
 
     def m(c: Cases) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-        return lambda x: measure(x, c.clean, own, judge, identity)
+        return lambda x: measure(x, c.clean, own, judge, identity, judges)
 
     with torch.no_grad():
         base = {"clean": m(cases)(cases.clean), "degraded": m(cases)(cases.degraded)}

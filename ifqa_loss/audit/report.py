@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .._io import strict_json
+from .judges import JUDGE_NAMES, describe
 from .measures import SETTINGS, degradation_label
 
 COLUMNS = {
@@ -53,6 +54,7 @@ def format_table(res: dict[str, Any]) -> str:
         "clean face (< 0.6: same person); colour: largest per-channel mean shift "
         "(1/255); RtR: realer than real (own score above the clean face's while PSNR fell).",
     ]
+    lines += _judge_lines(res["rows"])
     lines += _direction_lines(res["rows"])
     if "identity_before" not in res["rows"][0]:
         lines.append(res.get("identity_note", ""))
@@ -60,6 +62,36 @@ def format_table(res: dict[str, Any]) -> str:
     for s, v in res["verdicts"].items():
         lines.append(f"verdict {s} ({SETTINGS[s]}): {v}")
     return "\n".join(line for line in lines if line is not None)
+
+
+def _judged(rows: list[dict[str, Any]]) -> list[str]:
+    """Names of the judges of other families that the rows carry."""
+    return [k for k in JUDGE_NAMES if f"{k}_before" in rows[0]]
+
+
+def _judge_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """A second table: the judges of other families, before->after (clean face's for NIQE and
+    BRISQUE; the full-reference ones compare with the clean face)."""
+    names = _judged(rows)
+    if not names:
+        return []
+    digits = {"niqe": 2, "brisque": 1}  # no-reference: shown with the clean face's value
+
+    def cell(r: dict[str, Any], k: str) -> str:
+        return _pair(r, k, digits[k]) if k in digits else _pair_no_clean(r, k)
+
+    heads = {k: f"{describe(k)['label']} ({describe(k)['better']})" for k in names}
+    width = {k: max(len(heads[k]), 22 if k in digits else 12) for k in names}
+    head = f"{'set':<3} {'degradation':<11} " + " ".join(f"{heads[k]:<{width[k]}}" for k in names)
+    lines = ["", "judges of other families, before->after (clean face's):", head, "-" * len(head)]
+    for r in rows:
+        vals = " ".join(f"{cell(r, k):<{width[k]}}" for k in names)
+        lines.append(f"{r['setting']:<3} {r['degradation']:<11} {vals}")
+    return lines
+
+
+def _pair_no_clean(row: dict[str, Any], key: str) -> str:
+    return f"{row[f'{key}_before']:.3f}->{row[f'{key}_after']:.3f}"
 
 
 def _direction_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -110,6 +142,17 @@ def _caption(res: dict[str, Any], key: str, i: int) -> str:
     return " ".join(parts)
 
 
+def _judge_caption(res: dict[str, Any], key: str, i: int) -> str:
+    """The no-reference judges' values (NIQE, BRISQUE) of one cell, e.g. ``NIQE 6.50``."""
+    per = res["cases"].get(key) or {}
+    parts = [
+        f"{describe(k)['label']} {per[k][i]:.{2 if k == 'niqe' else 1}f}"
+        for k in JUDGE_NAMES
+        if k in per and not describe(k)["reference"] and per[k][i] is not None
+    ]
+    return " ".join(parts)
+
+
 def picture_grid(
     res: dict[str, Any], names: Sequence[str], *, cell: int = 160, max_rows: int = 16
 ) -> np.ndarray:
@@ -129,6 +172,7 @@ def picture_grid(
         for j, k in enumerate(keys):
             tile = _bgr(res["images"][k][i], cell)
             _text(tile, _caption(res, k, i), cell - 6)
+            _text(tile, _judge_caption(res, k, i), cell - 20)
             if k == "clean":
                 face = Path(names[res["cases"]["face"][i]]).stem[:16]
                 _text(tile, f"{face} {res['cases']['degradation'][i]}", 14)
