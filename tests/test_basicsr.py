@@ -77,19 +77,23 @@ def test_shim_only_when_module_missing(ib):
 
 
 def test_registry_entries_after_import_reimport_and_reload(ib):
-    from basicsr.utils.registry import LOSS_REGISTRY, METRIC_REGISTRY
+    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY
 
     def names():
         return {
-            n: (n in LOSS_REGISTRY._obj_map) or (n in METRIC_REGISTRY._obj_map)
-            for n in ("IFQALoss", "PixelIFQALoss", "IFQAPerceptualLoss", "calculate_ifqa")
+            n: n in LOSS_REGISTRY._obj_map
+            for n in ("IFQALoss", "PixelIFQALoss", "IFQAPerceptualLoss", "IFQAGANLoss")
+        } | {
+            "calculate_ifqa": "calculate_ifqa" in METRIC_REGISTRY._obj_map,
+            "IFQADiscriminator": "IFQADiscriminator" in ARCH_REGISTRY._obj_map,
         }
 
     assert all(names().values()), names()
     importlib.import_module("ifqa_loss.integrations.basicsr")  # second import: no error
     reloaded = importlib.reload(ib)  # re-executes the module: must not raise AssertionError
-    assert reloaded.REGISTERED == {"LOSS_REGISTRY": [], "METRIC_REGISTRY": []}
-    assert reloaded.register() == {"LOSS_REGISTRY": [], "METRIC_REGISTRY": []}
+    nothing = {"LOSS_REGISTRY": [], "ARCH_REGISTRY": [], "METRIC_REGISTRY": []}
+    assert reloaded.REGISTERED == nothing
+    assert reloaded.register() == nothing
     assert all(names().values())
     from basicsr.models.base_model import BaseModel
 
@@ -99,7 +103,8 @@ def test_registry_entries_after_import_reimport_and_reload(ib):
 
 def test_core_package_does_not_import_basicsr():
     code = (
-        "import sys, ifqa_loss, ifqa_loss.loss, ifqa_loss.metric, ifqa_loss.cli; "
+        "import sys, ifqa_loss, ifqa_loss.loss, ifqa_loss.metric, ifqa_loss.cli, "
+        "ifqa_loss.integrations.basicsr_gan; "
         "print(any(m == 'basicsr' or m.startswith('basicsr.') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -425,3 +430,275 @@ def test_perceptual_slot_matches_features_of_the_ground_truth(lite_weights):
     pix = build_loss({"type": "PixelIFQALoss", "form": "features", **keys})
     pix(gt, gt)
     assert pix.pop_log_terms()["l_ifqa"].abs() < 1e-6
+
+
+# --------------------------------------------------------------------------- co-trained D
+
+
+def _d_opt(weights: str | None, **kw) -> dict:
+    return {"type": "IFQADiscriminator", "model_name": "ifqa-lite", "weights": weights, **kw}
+
+
+def test_discriminator_arch_matches_the_loaded_model_and_trains(lite_weights):
+    """pretrained: the loaded IFQA model's logits at the image's size or the native one;
+    pretrained false: other logits; never frozen; the IFQA network's state-dict keys."""
+    from basicsr.archs import build_network
+
+    from ifqa_loss.models import create_model
+    from ifqa_loss.preprocess import to_model_input
+    from ifqa_loss.weights import load_discriminator
+
+    ref = load_discriminator("ifqa-lite", lite_weights)
+    torch.manual_seed(3)
+    x = torch.rand(2, 3, 64, 96)
+    net = build_network(_d_opt(lite_weights))
+    out = net(x)
+    want = ref.forward_logits(x * 2 - 1)
+    assert out.shape == (2, 1, 64, 96)
+    assert torch.allclose(out, want, atol=1e-4), (out - want).abs().max()
+    pm1 = build_network(_d_opt(lite_weights, input_range=[-1, 1]))
+    assert torch.allclose(pm1(x * 2 - 1), out, atol=1e-5)
+    native = build_network(_d_opt(lite_weights, resize_to_native=True))(x)
+    want = ref.forward_logits(to_model_input(x, _ref_cfg(), (0.0, 1.0)))
+    assert native.shape == (2, 1, 256, 256) and torch.allclose(native, want, atol=1e-4)
+
+    torch.manual_seed(4)
+    scratch = build_network(_d_opt(None, pretrained=False))
+    assert (scratch(x) - out).abs().mean() > 1e-2
+    assert scratch.weights_origin.startswith("random")
+
+    assert set(net.state_dict()) == set(create_model("ifqa-lite").state_dict())
+    net.eval()
+    net.train()
+    assert net.training and not net.frozen
+    assert all(m.training for m in net.modules())
+    assert all(p.requires_grad for p in net.parameters())
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def _ref_cfg():
+    from ifqa_loss.models.registry import get_model_config
+
+    return get_model_config("ifqa-lite")
+
+
+def test_discriminator_default_runs_out_of_the_box():
+    from basicsr.archs import build_network
+
+    net = build_network({"type": "IFQADiscriminator"})  # bundled ifqa-lite, [0, 1] input
+    assert net.model_name == "ifqa-lite" and net.pretrained
+    assert net.weights_origin.endswith("ifqa-lite.safetensors")
+    assert net(torch.rand(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("opt", "match"),
+    [
+        ({"model_name": "ifqa++"}, "CNN family"),
+        ({"model_name": "ifqa-judge"}, "not meant to be trained"),
+        ({"pretrained": False, "weights": "w.pth"}, "pretrained: false"),
+        ({"input_range": [1, 0]}, "high > low"),
+    ],
+)
+def test_discriminator_bad_options_are_refused(opt, match):
+    from basicsr.archs import build_network
+
+    with pytest.raises(ValueError, match=match):
+        build_network({"type": "IFQADiscriminator", **opt})
+
+
+def test_discriminator_refuses_sizes_it_cannot_run_at(lite_weights):
+    from basicsr.archs import build_network
+
+    net = build_network(_d_opt(lite_weights))
+    for size in ((48, 64), (32, 64)):
+        with pytest.raises(ValueError, match="multiples of 32 and at least 64"):
+            net(torch.rand(1, 3, *size))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        net(torch.rand(3, 64, 64))
+
+
+def test_gan_loss_matches_basicsr_ganloss_without_regions():
+    """Uniform weights: the same values as BasicSR's GANLoss for both names, both sides."""
+    from basicsr.losses import build_loss
+
+    torch.manual_seed(5)
+    logits = torch.randn(2, 1, 32, 32) * 2
+    for gan_type in ("vanilla", "wgan_softplus"):
+        ours = build_loss({"type": "IFQAGANLoss", "gan_type": gan_type, "loss_weight": 0.1})
+        theirs = build_loss({"type": "GANLoss", "gan_type": gan_type, "loss_weight": 0.1})
+        for real in (True, False):
+            for disc in (True, False):
+                a, b = ours(logits, real, is_disc=disc), theirs(logits, real, is_disc=disc)
+                assert a.dim() == 0 and torch.allclose(a, b, atol=1e-6), (gan_type, real, disc)
+    smooth = build_loss({"type": "IFQAGANLoss", "real_label_val": 0.9})
+    ref = build_loss({"type": "GANLoss", "gan_type": "vanilla", "real_label_val": 0.9})
+    assert torch.allclose(smooth(logits, True), ref(logits, True), atol=1e-6)
+
+
+def test_gan_loss_region_weights_emphasise_the_face_regions():
+    """The same wrong pixels cost more on the eyes than in a corner; uniform weights do not care."""
+    from basicsr.losses import build_loss
+
+    regions = {"eyes": 2.0, "nose": 1.5, "mouth": 2.0}
+    weighted = build_loss({"type": "IFQAGANLoss", "region_weights": regions, "loss_weight": 1})
+    uniform = build_loss({"type": "IFQAGANLoss", "loss_weight": 1})
+    eye = torch.full((1, 1, 64, 64), 4.0)  # confident "real" everywhere ...
+    corner = eye.clone()
+    eye[..., 27:33, 21:27] = -4.0  # ... except on the image-left eye (template: x 24, y 30)
+    corner[..., 0:6, 0:6] = -4.0  # ... or except in a corner of the same area
+    assert torch.allclose(uniform(eye, True), uniform(corner, True))
+    assert weighted(eye, True) > 1.2 * weighted(corner, True)
+    assert weighted(eye, False, is_disc=True) < weighted(corner, False, is_disc=True)
+    with pytest.raises(ValueError, match="per-pixel logits"):
+        weighted(torch.randn(2, 1), True)  # a one-output discriminator with region weights
+    assert torch.isfinite(uniform(torch.randn(2, 1), True))  # ... is fine without them
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [
+        {"gan_type": "hinge"},
+        {"region_weights": {"ears": 2}},
+        {"region_weights": {"eyes": -1}},
+        {"real_label_val": 1.5},
+    ],
+)
+def test_gan_loss_bad_options_are_refused(opt):
+    from basicsr.losses import build_loss
+
+    with pytest.raises(ValueError):
+        build_loss({"type": "IFQAGANLoss", **opt})
+
+
+def _srgan_opt(tmp: Path, weights: str, resume_from: int | None = None) -> dict:
+    models, states = tmp / "models", tmp / "training_states"
+    models.mkdir(exist_ok=True)
+    states.mkdir(exist_ok=True)
+    pre = {} if resume_from is None else {
+        "pretrain_network_g": str(models / f"net_g_{resume_from}.pth"),
+        "pretrain_network_d": str(models / f"net_d_{resume_from}.pth"),
+    }  # fmt: skip
+    return {
+        "name": "srgan_ifqa_d_cpu",
+        "model_type": "SRGANModel",
+        "scale": 1,
+        "num_gpu": 0,
+        "is_train": True,
+        "dist": False,
+        "rank": 0,
+        "world_size": 1,
+        "path": {
+            "pretrain_network_g": None,
+            "pretrain_network_d": None,
+            "models": str(models),
+            "training_states": str(states),
+            **pre,
+        },
+        "network_g": {
+            "type": "SRVGGNetCompact",
+            "num_in_ch": 3,
+            "num_out_ch": 3,
+            "num_feat": 8,
+            "num_conv": 2,
+            "upscale": 1,
+            "act_type": "prelu",
+        },
+        "network_d": _d_opt(weights, input_range=[0, 1]),
+        "train": {
+            "optim_g": {"type": "Adam", "lr": 1e-3, "betas": [0.9, 0.99]},
+            "optim_d": {"type": "Adam", "lr": 1e-3, "betas": [0.9, 0.99]},
+            "scheduler": {"type": "MultiStepLR", "milestones": [100], "gamma": 0.5},
+            "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"},
+            "gan_opt": {
+                "type": "IFQAGANLoss",
+                "gan_type": "vanilla",
+                "loss_weight": 0.1,
+                "region_weights": {"eyes": 2.0, "nose": 1.5, "mouth": 2.0},
+            },
+            "net_d_iters": 1,
+            "net_d_init_iters": 0,
+        },
+    }
+
+
+def _train(model, gt: torch.Tensor, iters: range) -> list[dict]:
+    logs = []
+    for it in iters:
+        noisy = (gt + 0.1 * torch.randn_like(gt)).clamp(0, 1)
+        model.feed_data({"lq": noisy, "gt": gt})
+        model.optimize_parameters(it)
+        logs.append(model.get_current_log())
+    return logs
+
+
+def test_srgan_model_trains_saves_and_resumes_the_ifqa_discriminator(tmp_path, lite_weights):
+    """A real SRGANModel: network_d IFQADiscriminator, gan_opt IFQAGANLoss, L1 pixel loss."""
+    from basicsr.models import build_model
+
+    from ifqa_loss.weights import load_discriminator
+
+    torch.manual_seed(0)
+    model = build_model(_srgan_opt(tmp_path, lite_weights))
+    assert type(model.net_d).__name__ == "IFQADiscriminator"
+    assert type(model.cri_gan).__name__ == "IFQAGANLoss"
+    start = {k: v.clone() for k, v in model.net_d.state_dict().items()}
+    gt = torch.rand(2, 3, 64, 64)
+    for log in _train(model, gt, range(1, 4)):
+        assert {"l_g_pix", "l_g_gan", "l_d_real", "l_d_fake"} <= set(log), log
+        assert all(np.isfinite(v) for v in log.values()), log
+    trained = model.net_d.state_dict()
+    assert any(not torch.equal(trained[k], start[k]) for k in start)  # not frozen
+    assert model.net_d.training
+    model.save(0, 3)
+
+    torch.manual_seed(1)
+    resumed = build_model(_srgan_opt(tmp_path, lite_weights, resume_from=3))
+    state = torch.load(tmp_path / "training_states" / "3.state", weights_only=True)
+    assert not resumed.optimizer_d.state_dict()["state"]  # nothing before resume_training
+    resumed.resume_training(state)
+    for k, v in resumed.net_d.state_dict().items():
+        assert torch.equal(v, trained[k]), k
+    mine, theirs = model.optimizer_d.state_dict(), resumed.optimizer_d.state_dict()
+    assert mine["state"].keys() == theirs["state"].keys() and mine["state"]
+    for i, s in mine["state"].items():
+        for key, val in s.items():
+            assert torch.equal(torch.as_tensor(val), torch.as_tensor(theirs["state"][i][key]))
+    log = _train(resumed, gt, range(4, 5))[0]
+    assert all(np.isfinite(v) for v in log.values()), log
+    # The file BasicSR wrote is an IFQA checkpoint: ifqa_loss loads it strictly.
+    d = load_discriminator("ifqa-lite", tmp_path / "models" / "net_d_3.pth")
+    assert all(torch.equal(v, trained[k]) for k, v in d.state_dict().items())
+
+
+def test_gfpgan_model_with_the_ifqa_discriminator_and_r1(lite_weights):
+    """GFPGANModel's R1 step (every iteration here) runs with the per-pixel discriminator."""
+    pytest.importorskip("gfpgan", reason="gfpgan is not installed (pip install gfpgan)")
+    from basicsr.models import build_model
+
+    opt = _gfpgan_opt(lite_weights)
+    opt["network_d"] = _d_opt(lite_weights, input_range=[-1, 1])
+    opt["train"]["pixel_opt"] = {"type": "L1Loss", "loss_weight": 0.1}
+    opt["train"]["gan_opt"] = {
+        "type": "IFQAGANLoss",
+        "gan_type": "wgan_softplus",
+        "loss_weight": 0.1,
+        "region_weights": {"eyes": 2.0, "nose": 1.5, "mouth": 2.0},
+    }
+    opt["train"]["net_d_reg_every"] = 1
+    torch.manual_seed(0)
+    model = build_model(opt)
+    net_d = model.net_d
+    start = [p.detach().clone() for p in net_d.parameters()]
+    gt = torch.rand(2, 3, 128, 128) * 2 - 1
+    model.feed_data({"lq": gt + 0.2 * torch.randn_like(gt), "gt": gt})
+    model.optimize_parameters(1)
+    log = model.get_current_log()
+    assert {"l_g_gan", "l_d", "l_d_r1"} <= set(log), log
+    assert all(np.isfinite(v) for v in log.values()), log
+    assert 0 < log["l_d_r1"] < 1e4  # the image-level logit's gradient, not the map sum's
+    assert any(not torch.equal(a, b) for a, b in zip(net_d.parameters(), start, strict=True))
+    assert not net_d.image_logit_for_leaf_inputs  # reset after the step
+    leaf = gt.clone().requires_grad_()
+    assert net_d(leaf).shape == (2, 1, 128, 128)  # outside GFPGAN's R1: the map

@@ -91,8 +91,8 @@ class IFQADiscriminator(IFQACNN):
         input_range: value range of the images BasicSR feeds: ``[0, 1]`` (SRGANModel,
             RealESRGANModel) or ``[-1, 1]`` (GFPGAN, CodeFormer).
         resize_to_native: false (default): run at the image's own size (the network is fully
-            convolutional; H and W must be multiples of 32); true: resize to the model's
-            native size (256) first, so the logits are (B, 1, 256, 256).
+            convolutional; H and W must be multiples of 32, at least 64); true: resize to the
+            model's native size (256) first, so the logits are (B, 1, 256, 256).
 
     Shape:
         x (B, 3, H, W) in ``input_range`` -> logits (B, 1, H, W) (or native size), unbounded;
@@ -144,11 +144,12 @@ class IFQADiscriminator(IFQACNN):
         if self.resize_to_native:
             return to_model_input(x, self.config, self.input_range)
         h, w = x.shape[-2:]
-        if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
+        if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or min(h, w) < 2 * SIZE_MULTIPLE:
             raise ValueError(
                 f"IFQADiscriminator runs at the image's own size and needs H and W to be "
-                f"multiples of {SIZE_MULTIPLE}, got {h}x{w}; crop the training patches "
-                "(gt_size) to a multiple of 32 or set resize_to_native: true"
+                f"multiples of {SIZE_MULTIPLE} and at least {2 * SIZE_MULTIPLE} (its instance "
+                f"norms need more than one value at the 1/32 level), got {h}x{w}; crop the "
+                "training patches (gt_size) accordingly or set resize_to_native: true"
             )
         lo, hi = self.input_range
         mean, std = self.config.mean, self.config.std
