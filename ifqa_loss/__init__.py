@@ -3,19 +3,39 @@
 >>> from ifqa_loss import IFQALoss, IFQAMetric
 >>> criterion = IFQALoss()          # lower = more real; minimise it   # doctest: +SKIP
 >>> metric = IFQAMetric()           # higher = better                    # doctest: +SKIP
+
+The public names are loaded on first use (PEP 562), so that ``import ifqa_loss`` and the
+``ifqa`` command's ``--help`` do not import torch.
 """
 
-from .loss import FPR_WEIGHTS, IFQALoss
-from .masks import face_region_masks
-from .metric import IFQAMetric
-from .models import create_model, get_model_config, list_models, register_model
-from .weights import CheckpointError, convert_checkpoint, find_weights, load_discriminator
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name: the submodule defining it
+_EXPORTS = {
+    "FPR_WEIGHTS": "loss",
+    "IFQAAdversarialLoss": "adversarial",
+    "IFQALoss": "loss",
+    "face_region_masks": "masks",
+    "IFQAMetric": "metric",
+    "create_model": "models",
+    "get_model_config": "models",
+    "list_models": "models",
+    "register_model": "models",
+    "CheckpointError": "weights",
+    "convert_checkpoint": "weights",
+    "find_weights": "weights",
+    "load_discriminator": "weights",
+}
 
 __all__ = [
     "FPR_WEIGHTS",
     "CheckpointError",
+    "IFQAAdversarialLoss",
     "IFQALoss",
     "IFQAMetric",
     "convert_checkpoint",
@@ -27,3 +47,30 @@ __all__ = [
     "load_discriminator",
     "register_model",
 ]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads them
+    from .adversarial import IFQAAdversarialLoss
+    from .loss import FPR_WEIGHTS, IFQALoss
+    from .masks import face_region_masks
+    from .metric import IFQAMetric
+    from .models import create_model, get_model_config, list_models, register_model
+    from .weights import CheckpointError, convert_checkpoint, find_weights, load_discriminator
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name (or a submodule, as ``ifqa_loss.loss``) on first access."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    else:
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

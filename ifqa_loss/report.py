@@ -9,7 +9,6 @@ rewritten is never seen half-written.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import html
 import io
@@ -27,11 +26,6 @@ import numpy as np
 from ._io import IMAGE_EXTS, atomic_write, atomic_write_image, atomic_write_text, strict_json
 
 REGIONS = ("eyes", "nose", "mouth", "rest")
-
-# Exit codes of `ifqa compare` (the same numbers as `ifqa score`).
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_ALL_FAILED = 4
 
 # Two scores closer than this are a tie: each of the tied methods gets the face's win.
 TIE_TOLERANCE = 1e-6
@@ -591,67 +585,3 @@ def compare(
     atomic_write_text(out / "index.html", _html(summary, faces))
     summary["out"] = str(out)
     return summary
-
-
-def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``compare`` sub-command to an ``ifqa`` sub-parser set."""
-    c = subparsers.add_parser(
-        "compare",
-        help="compare face-restoration methods in an HTML report",
-        description=(
-            "Score the same faces restored by several methods (one folder per method, files "
-            "matched by their path inside each folder) and write an HTML report: ranking with "
-            "bootstrap intervals, region means, wins, score distribution, and each face's "
-            "images and heatmaps, worst faces first."
-        ),
-    )
-    c.add_argument("dirs", nargs="+", metavar="DIR", help="one folder of restored faces per method")
-    c.add_argument(
-        "--names",
-        nargs="+",
-        default=None,
-        metavar="NAME",
-        help="method names, one per folder (default: the folder names)",
-    )
-    c.add_argument("--out", default="report", help="report folder (default: report)")
-    c.add_argument("--model", default="auto", help="auto | ifqa | ifqa++ | ifqa-lite ...")
-    c.add_argument("--weights", default=None, help="checkpoint file or folder")
-    c.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
-    c.add_argument("--batch-size", type=int, default=16)
-    c.add_argument(
-        "--bootstrap",
-        type=int,
-        default=2000,
-        help="bootstrap resamples for the 95%% intervals (0: none; default 2000)",
-    )
-    c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    c.set_defaults(func=cmd_compare)
-    return c
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """Run ``ifqa compare``: 0 written, 2 usage error, 4 no face readable in every folder."""
-    try:
-        summary = compare(
-            args.dirs,
-            names=args.names,
-            out=args.out,
-            model=args.model,
-            weights=args.weights,
-            device=args.device,
-            batch_size=args.batch_size,
-            bootstrap=args.bootstrap,
-            seed=args.seed,
-        )
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
-        print(f"ifqa compare: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    meta = summary["meta"]
-    print(f"# model: {meta['model']}  weights: {meta['weights_origin']}  device: {meta['device']}")
-    print(f"# faces: {meta['n_faces']} compared, {meta['n_excluded']} excluded (unreadable)")
-    width = max(len(r["method"]) for r in summary["ranking"])
-    for rank, r in enumerate(summary["ranking"], 1):
-        ci = "" if r["ci_low"] is None else f"  [{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
-        print(f"{rank}. {r['method']:<{width}}  {_fmt(r['mean'])}{ci}  wins {r['wins']}")
-    print(f"wrote {Path(summary['out']) / 'index.html'}")
-    return EXIT_OK if meta["n_valid"] else EXIT_ALL_FAILED

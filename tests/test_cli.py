@@ -92,6 +92,46 @@ def test_console_script_installed():
     assert "score" in res.stdout and "convert" in res.stdout
 
 
+def _run_python(code: str) -> str:
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_help_and_plain_import_do_not_load_torch():
+    """``ifqa --help`` and ``import ifqa_loss`` stay fast: no torch, cv2 or model code."""
+    heavy = ("torch", "cv2", "ifqa_loss.models", "ifqa_loss.metric", "ifqa_loss.audit")
+    code = (
+        "import contextlib, io, sys, ifqa_loss\n"
+        "from ifqa_loss.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        f"print([m for m in {heavy!r} if m in sys.modules], 'audit' in out.getvalue())"
+    )
+    assert _run_python(code).split() == ["[]", "True"]
+    # The public names still load on first use, and `python -m ifqa_loss.cli` still runs.
+    code = "import ifqa_loss; print(ifqa_loss.IFQALoss.__module__, ifqa_loss.loss.__name__)"
+    assert _run_python(code).split() == ["ifqa_loss.loss", "ifqa_loss.loss"]
+    res = subprocess.run([sys.executable, "-m", "ifqa_loss.cli", "models"], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0 and "ifqa-lite" in res.stdout, res.stderr
+
+
+def test_each_command_keeps_its_options(capsys):
+    """Only the named command's parser is filled in; each still has its own options."""
+    from ifqa_loss.cli import COMMANDS, build_parser
+
+    for name, option in [("score", "--heatmaps"), ("compare", "--bootstrap"),
+                         ("audit", "--restorer-steps"), ("convert", "--model")]:  # fmt: skip
+        with pytest.raises(SystemExit):
+            build_parser(name).parse_args([name, "--help"])
+        assert option in capsys.readouterr().out, name
+    with pytest.raises(SystemExit) as e:
+        main(["nope"])
+    assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+    assert "{" + ",".join(COMMANDS) + ",train,validate}" in build_parser().format_usage()
+
+
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     from ifqa_loss._io import atomic_write, atomic_write_text
 

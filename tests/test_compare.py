@@ -20,7 +20,9 @@ import pytest
 from conftest import BrightnessD
 
 from ifqa_loss import IFQAMetric
-from ifqa_loss.report import _bootstrap_ci, add_compare_parser, cmd_compare, compare
+from ifqa_loss.cli import build_parser
+from ifqa_loss.cli.compare import cmd_compare
+from ifqa_loss.report import _bootstrap_ci, compare
 
 # Grey level of each method's output per face. BrightnessD scores a flat grey image v as
 # sigmoid(8 * (v / 127.5 - 1)), so brighter is better and the expected results are exact.
@@ -261,9 +263,7 @@ def test_rewrite_replaces_files_atomically(tmp_path, metric):
 
 
 def cli_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ifqa")
-    add_compare_parser(p.add_subparsers(dest="command", required=True))
-    return p
+    return build_parser("compare")
 
 
 def test_cli(tmp_path, capsys):

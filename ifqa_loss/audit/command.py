@@ -225,21 +225,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``audit`` sub-command to an ``ifqa`` sub-parser set."""
+def configure(a: argparse.ArgumentParser) -> None:
+    """Give the ``audit`` sub-parser its arguments (``ifqa audit``)."""
     d = AuditOptions()
-    a = subparsers.add_parser(
-        "audit",
-        help="does minimising the loss make faces better, or does it fool the discriminator?",
-        description=(
-            "Optimise against the loss as configured (A: pixels alone; B: pixels with a "
-            "fidelity term; C: a small restorer trained with L1 vs L1 + w * IFQA) and measure "
-            "the results with what the loss never sees: PSNR/SSIM to the clean face and an "
-            "independent judge. Degradations: "
-            + "; ".join(f"{x.name}: {x.label}" for x in DEGRADATIONS)
-            + ". Verdict GAMED when PSNR falls by more than 1 dB on average or more than half "
-            "of the faces end realer than real."
-        ),
+    a.description = (
+        "Optimise against the loss as configured (A: pixels alone; B: pixels with a "
+        "fidelity term; C: a small restorer trained with L1 vs L1 + w * IFQA) and measure "
+        "the results with what the loss never sees: PSNR/SSIM to the clean face and an "
+        "independent judge. Degradations: "
+        + "; ".join(f"{x.name}: {x.label}" for x in DEGRADATIONS)
+        + ". Verdict GAMED when PSNR falls by more than 1 dB on average or more than half "
+        "of the faces end realer than real."
     )
     a.add_argument(
         "faces",
@@ -324,4 +320,3 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="tqdm progress bar (default: when stderr is a terminal)",
     )
     a.set_defaults(func=cmd_audit)
-    return a

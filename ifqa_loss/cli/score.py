@@ -1,16 +1,15 @@
-"""The ``ifqa`` console command."""
+"""``ifqa score``: score image files, folders and globs (one line per file or face)."""
 
 from __future__ import annotations
 
 import argparse
 import glob
-import logging
 import os
 import statistics
 import sys
 from pathlib import Path
 
-from ._io import IMAGE_EXTS, atomic_write_text, strict_json
+from .._io import IMAGE_EXTS, atomic_write_text, strict_json
 
 # Exit codes of `ifqa score`.
 EXIT_OK = 0
@@ -65,9 +64,9 @@ def _heatmap_names(paths: list[str]) -> list[str]:
 
 def _heatmap_writer(folder: str, names: dict[str, str]):
     """``on_batch`` callback writing ``<name>_map.png`` and ``<name>_overlay.png`` per face."""
-    from ._io import atomic_write_image as save
-    from .heatmap import colorize, overlay
-    from .preprocess import read_image_bgr
+    from .._io import atomic_write_image as save
+    from ..heatmap import colorize, overlay
+    from ..preprocess import read_image_bgr
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -94,10 +93,10 @@ def _photo_heatmap_writer(folder: str, names: dict[str, str], crop_size: int):
     face's map warped back over it, labelled with the face index and score."""
     import numpy as np
 
-    from ._io import atomic_write_image as save
-    from .align import paste_heatmaps
-    from .heatmap import colorize
-    from .preprocess import read_image_bgr
+    from .._io import atomic_write_image as save
+    from ..align import paste_heatmaps
+    from ..heatmap import colorize
+    from ..preprocess import read_image_bgr
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +139,7 @@ def _align_options(args: argparse.Namespace):
     """The ``--align`` settings, or None without ``--align`` (checks that dlib is there)."""
     if not args.align:
         return None
-    from .align import AlignOptions, require
+    from ..align import AlignOptions, require
 
     require()
     return AlignOptions(size=args.align_size, upsample=args.upsample)
@@ -150,7 +149,7 @@ def _build_metric(args: argparse.Namespace, local_rank: int):
     """The metric of ``ifqa score``, on ``--device`` or this rank's GPU, else the CPU."""
     import torch
 
-    from .metric import IFQAMetric
+    from ..metric import IFQAMetric
 
     device = args.device
     if device is None:
@@ -178,7 +177,7 @@ def _score_meta(metric, world: int, align) -> dict:
     """Provenance of a run: written in the JSON's ``meta`` and the first line of stdout."""
     from dataclasses import asdict
 
-    from . import __version__
+    from .. import __version__
 
     meta = {
         "model": metric.model_name,
@@ -206,7 +205,7 @@ def _group_by_file(records: list[dict], align: bool) -> list[list[dict]]:
 def _score_all(args, metric, paths: list[str], rank: int, world: int, align) -> list[dict]:
     """Score this rank's share of ``paths`` (every world-th file from rank); with torchrun,
     gather every rank's records in input order (all ranks get them)."""
-    from .scoring import default_workers
+    from ..scoring import default_workers
 
     mine = list(range(rank, len(paths), world))
     on_batch = None
@@ -364,36 +363,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    from .models import list_models
-    from .weights import find_weights
-
-    print(f"{'name':<11} {'size':>4} {'params':>7}  weights")
-    for cfg in list_models():
-        try:
-            where = str(find_weights(cfg.name))
-        except FileNotFoundError:
-            where = f"not found ({cfg.weight_file}: {cfg.source})"
-        print(f"{cfg.name:<11} {cfg.native_size:>4} {cfg.params:>7}  {where}")
-    return EXIT_OK
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    from .weights import convert_checkpoint
-
-    out = convert_checkpoint(args.src, args.dst, model=args.model)
-    print(f"wrote {out}")
-    return EXIT_OK
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ifqa", description="IFQA face quality: score, compare, audit, convert, train"
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="log what is loaded")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("score", help="score image files (higher is better)")
+def configure(s: argparse.ArgumentParser) -> None:
+    """Give the ``score`` sub-parser its arguments."""
     s.add_argument("paths", nargs="+", help="files, folders or glob patterns")
     s.add_argument("--model", default="auto", help="auto | ifqa | ifqa++ | ifqa-lite ...")
     s.add_argument("--weights", default=None, help="checkpoint file or folder")
@@ -443,56 +414,3 @@ def build_parser() -> argparse.ArgumentParser:
         help="tqdm progress bar with images/s (default: when stderr is a terminal)",
     )
     s.set_defaults(func=cmd_score)
-
-    from .report import add_compare_parser
-
-    add_compare_parser(sub)
-
-    from .audit.command import add_audit_parser
-
-    add_audit_parser(sub)
-
-    m = sub.add_parser("models", help="list the registered models and where their weights are")
-    m.set_defaults(func=cmd_models)
-
-    c = sub.add_parser("convert", help="convert a .pth checkpoint to .safetensors")
-    c.add_argument("src")
-    c.add_argument("dst")
-    c.add_argument("--model", default=None, help="check the keys against this architecture")
-    c.set_defaults(func=cmd_convert)
-
-    for name, helptext in (("train", "train a new discriminator"), ("validate", "validate one")):
-        t = sub.add_parser(name, help=helptext, add_help=False)
-        t.add_argument("rest", nargs=argparse.REMAINDER)
-        t.set_defaults(func=None, entry=name)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("train", "validate"):
-        # Hand everything after the sub-command to the trainer's own parser, so that its
-        # options (``-h`` included, which argparse's REMAINDER would not capture) work.
-        from .train import cli as train_cli
-
-        entry = train_cli.train_main if argv[0] == "train" else train_cli.validate_main
-        return entry(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
-    )
-    if args.func is None:
-        from .train import cli as train_cli
-
-        entry = train_cli.train_main if args.entry == "train" else train_cli.validate_main
-        return entry(args.rest)
-    try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError, TypeError) as e:
-        print(f"ifqa {args.command}: {e}", file=sys.stderr)
-        return EXIT_USAGE
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

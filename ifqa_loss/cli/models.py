@@ -1,0 +1,44 @@
+"""``ifqa models`` (the registered models and where their weights are) and ``ifqa convert``."""
+
+from __future__ import annotations
+
+import argparse
+
+EXIT_OK = 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Print one line per registered model: name, native size, parameters, weights file."""
+    from ..models import list_models
+    from ..weights import find_weights
+
+    print(f"{'name':<11} {'size':>4} {'params':>7}  weights")
+    for cfg in list_models():
+        try:
+            where = str(find_weights(cfg.name))
+        except FileNotFoundError:
+            where = f"not found ({cfg.weight_file}: {cfg.source})"
+        print(f"{cfg.name:<11} {cfg.native_size:>4} {cfg.params:>7}  {where}")
+    return EXIT_OK
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert a ``.pth`` checkpoint to ``.safetensors`` (keys checked against ``--model``)."""
+    from ..weights import convert_checkpoint
+
+    out = convert_checkpoint(args.src, args.dst, model=args.model)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def configure_models(m: argparse.ArgumentParser) -> None:
+    """Give the ``models`` sub-parser its arguments (none)."""
+    m.set_defaults(func=cmd_models)
+
+
+def configure_convert(c: argparse.ArgumentParser) -> None:
+    """Give the ``convert`` sub-parser its arguments."""
+    c.add_argument("src")
+    c.add_argument("dst")
+    c.add_argument("--model", default=None, help="check the keys against this architecture")
+    c.set_defaults(func=cmd_convert)
