@@ -525,7 +525,7 @@ def test_gan_loss_matches_basicsr_ganloss_without_regions():
 
     torch.manual_seed(5)
     logits = torch.randn(2, 1, 32, 32) * 2
-    for gan_type in ("vanilla", "wgan_softplus"):
+    for gan_type in ("vanilla", "wgan_softplus", "hinge"):
         ours = build_loss({"type": "IFQAGANLoss", "gan_type": gan_type, "loss_weight": 0.1})
         theirs = build_loss({"type": "GANLoss", "gan_type": gan_type, "loss_weight": 0.1})
         for real in (True, False):
@@ -559,7 +559,7 @@ def test_gan_loss_region_weights_emphasise_the_face_regions():
 @pytest.mark.parametrize(
     "opt",
     [
-        {"gan_type": "hinge"},
+        {"gan_type": "lsgan"},
         {"region_weights": {"ears": 2}},
         {"region_weights": {"eyes": -1}},
         {"real_label_val": 1.5},

@@ -9,7 +9,7 @@ nothing, and this module never imports basicsr at import time):
   returns per-pixel logits (B, 1, h, w).
 - ``IFQAGANLoss`` in ``LOSS_REGISTRY``, for ``gan_opt``: BasicSR's ``GANLoss`` call shape
   (``cri_gan(pred, target_is_real, is_disc=False)``) with the per-pixel non-saturating loss
-  averaged under face-region weights.
+  (or hinge) averaged under face-region weights.
 
 Example (SRGANModel / RealESRGANModel; GFPGAN: ``input_range: [-1, 1]``)::
 
@@ -42,7 +42,7 @@ from ..models.registry import ModelConfig, get_model_config
 from ..preprocess import check_range, to_model_input
 from ..weights import load_discriminator
 
-GAN_TYPES = ("vanilla", "wgan_softplus")
+GAN_TYPES = ("vanilla", "wgan_softplus", "hinge")
 # The five stride-2 levels of the IFQA U-Net: H and W must divide by 2**5 at the image's size.
 SIZE_MULTIPLE = 32
 
@@ -168,7 +168,7 @@ class IFQADiscriminator(IFQACNN):
 
 
 class IFQAGANLoss(nn.Module):
-    """Per-pixel non-saturating GAN loss with face-region weights, for BasicSR's ``gan_opt``.
+    """Per-pixel GAN loss (non-saturating by default), face-region weighted, for ``gan_opt``.
 
     ``cri_gan(pred, target_is_real, is_disc=False)``: ``pred`` is the discriminator's logits,
     (B, 1, h, w) (or any shape when ``region_weights`` is not set). Per pixel, the loss is the
@@ -186,6 +186,8 @@ class IFQAGANLoss(nn.Module):
             logistic loss). With labels 1/0 they are the same function; both names are
             accepted so that a Real-ESRGAN (``vanilla``) or GFPGAN (``wgan_softplus``) YAML
             changes only ``type``. ``wgan_softplus`` ignores the label values, as BasicSR does.
+            ``hinge`` (CodeFormer's): per pixel ``relu(1 - x)`` / ``relu(1 + x)`` for the
+            discriminator, ``-x`` for the generator (not non-saturating; as BasicSR's).
         real_label_val, fake_label_val: the per-pixel targets of ``vanilla`` (in [0, 1]).
         loss_weight: the generator term's weight (Real-ESRGAN and GFPGAN use 0.1).
         region_weights: e.g. ``{eyes: 2, nose: 1.5, mouth: 2}``; None: uniform.
@@ -205,8 +207,8 @@ class IFQAGANLoss(nn.Module):
         super().__init__()
         if gan_type not in GAN_TYPES:
             raise ValueError(
-                f"IFQAGANLoss gan_type must be one of {GAN_TYPES}, got {gan_type!r} (the "
-                "per-pixel non-saturating loss; use basicsr's GANLoss for lsgan/wgan/hinge)"
+                f"IFQAGANLoss gan_type must be one of {GAN_TYPES}, got {gan_type!r} (use "
+                "basicsr's GANLoss for lsgan/wgan)"
             )
         for name, v in (("real_label_val", real_label_val), ("fake_label_val", fake_label_val)):
             if not 0.0 <= float(v) <= 1.0:
@@ -234,9 +236,13 @@ class IFQAGANLoss(nn.Module):
             return None
         return _template_weight_map(h, w, str(device), self.region_names, self.region_values)
 
-    def per_pixel(self, pred: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+    def per_pixel(self, pred: torch.Tensor, target_is_real: bool, is_disc: bool) -> torch.Tensor:
         """The unweighted per-pixel loss, same shape as ``pred`` (float32)."""
         x = pred.float()
+        if self.gan_type == "hinge":
+            if not is_disc:
+                return -x
+            return F.relu(1.0 - x) if target_is_real else F.relu(1.0 + x)
         if self.gan_type == "wgan_softplus":
             return F.softplus(-x) if target_is_real else F.softplus(x)
         t = self.real_label_val if target_is_real else self.fake_label_val
@@ -249,7 +255,7 @@ class IFQAGANLoss(nn.Module):
     def forward(
         self, pred: torch.Tensor, target_is_real: bool, is_disc: bool = False
     ) -> torch.Tensor:
-        loss_map = self.per_pixel(pred, bool(target_is_real))
+        loss_map = self.per_pixel(pred, bool(target_is_real), bool(is_disc))
         if self.region_names:
             if pred.dim() != 4 or pred.shape[1] != 1:
                 raise ValueError(
