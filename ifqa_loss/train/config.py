@@ -68,6 +68,10 @@ class DataConfig:
     aug_shift: float = 0.03
     aug_color: float = 0.1
     num_workers: int = 0
+    # Whole photographs (glob patterns relative to the root) whose corners are cut as non-face
+    # fakes when ``degradation.degenerate_prob`` is on (our addition). Empty: non-face fakes
+    # are the face's own tiles shuffled.
+    backgrounds: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -131,6 +135,16 @@ class DegradationConfig:
     smooth_sigma_space: list[float] = field(default_factory=lambda: [2.0, 8.0])
     checker_amplitude: list[float] = field(default_factory=lambda: [2.0, 8.0])
     checker_period: list[int] = field(default_factory=lambda: [1, 2])
+    # Degenerate images as fakes (our addition; see ifqa_loss/train/degenerate.py): with
+    # probability ``degenerate_prob`` a sample's fake is not a face at all (a constant colour, a
+    # near-constant image, a gradient, noise or a pattern, a non-face crop of a photograph from
+    # ``data.backgrounds``, a heavily blurred or a posterised face), so that a black square
+    # does not score as real. ``degenerate_weights``: relative odds of constant, near_constant,
+    # gradient, noise, nonface, smooth, posterise. 0 (the default) leaves the stream unchanged.
+    degenerate_prob: float = 0.0
+    degenerate_weights: list[float] = field(
+        default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    )
 
 
 @dataclass
@@ -381,6 +395,15 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError("degradation.single_op_weights must be 4 non-negative numbers, not all 0")
     if d.min_ops > 4:
         raise ValueError(f"degradation.min_ops must be <= 4, got {d.min_ops}")
+    if not 0.0 <= d.degenerate_prob <= 1.0:
+        raise ValueError(f"degradation.degenerate_prob must be in [0, 1], got {d.degenerate_prob}")
+    w = d.degenerate_weights
+    if len(w) != 7 or min(w) < 0 or not sum(w):
+        raise ValueError(
+            "degradation.degenerate_weights must be 7 non-negative numbers (constant,"
+            " near_constant, gradient, noise, nonface, smooth, posterise), not all 0,"
+            f" got {w}"
+        )
     if not 0.0 <= d.artefact_prob <= 1.0:
         raise ValueError(f"degradation.artefact_prob must be in [0, 1], got {d.artefact_prob}")
     if len(d.artefact_weights) != 5 or min(d.artefact_weights) < 0 or not sum(d.artefact_weights):

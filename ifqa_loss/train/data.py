@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ from torch.utils.data import Dataset, Sampler
 from .._io import IMAGE_EXTS
 from .artefacts import random_artefact
 from .config import DataConfig, DegradationConfig
+from .degenerate import random_degenerate
 from .degradations import random_degradation
 
 
@@ -107,6 +109,8 @@ class FaceStream(Dataset):
 
     Args:
         faces: clean faces, (3, base, base) uint8 tensors.
+        backgrounds: whole photographs, (H, W, 3) float32 in [0, 1], for the non-face
+            degenerate fakes (``degradation.degenerate_prob``).
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class FaceStream(Dataset):
         seed: int,
         rank: int = 0,
         world: int = 1,
+        backgrounds: Sequence[np.ndarray] = (),
     ) -> None:
         if not faces:
             raise ValueError("FaceStream needs at least one face")
@@ -128,13 +133,14 @@ class FaceStream(Dataset):
         self.seed = seed
         self.rank = rank
         self.world = world
+        self.backgrounds = list(backgrounds)
         probs = degradation.size_probs
         self.size_probs = None if probs is None else np.asarray(probs, float) / float(sum(probs))
 
     def __len__(self) -> int:  # a stream; the sampler decides which positions are read
         return 2**62
 
-    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, position: int) -> dict[str, Any]:
         idx = shard_index(self.seed, position, len(self.faces), self.rank, self.world)
         rng = np.random.default_rng([self.seed, 11, self.rank, position])
         face = self.faces[idx].float() / 255.0
@@ -148,16 +154,17 @@ class FaceStream(Dataset):
         real0 = resize_antialiased(face, self.native)
         # drawn only when on, so that streams without artefacts keep their random draws
         artefact = bool(self.deg.artefact_prob) and rng.random() < self.deg.artefact_prob
+        p_deg = self.deg.degenerate_prob
+        if p_deg and not artefact and rng.random() < p_deg:
+            out, _ = random_degenerate(img, self.deg.degenerate_weights, rng, self.backgrounds)
+            fake = resize_antialiased(torch.from_numpy(out.transpose(2, 0, 1).copy()), self.native)
+            return _sample(real0, fake, idx)
         tries = max(1, self.deg.max_tries) if self.deg.max_psnr is not None else 1
         for _ in range(tries):
             real, fake = self._fake(img, real0, artefact, rng)
             if self.deg.max_psnr is None or psnr(real, fake) <= self.deg.max_psnr:
                 break
-        return {
-            "real": real.clamp(0, 1) * 2 - 1,
-            "degraded": fake.clamp(0, 1) * 2 - 1,
-            "index": idx,
-        }
+        return _sample(real, fake, idx)
 
     def _fake(
         self, img: np.ndarray, real0: torch.Tensor, artefact: bool, rng: np.random.Generator
@@ -180,6 +187,11 @@ class FaceStream(Dataset):
             real = (real0 * w).sum(0, keepdim=True).expand(3, -1, -1).contiguous()
         fake = resize_antialiased(torch.from_numpy(out.transpose(2, 0, 1).copy()), self.native)
         return real, fake
+
+
+def _sample(real: torch.Tensor, fake: torch.Tensor, idx: int) -> dict[str, Any]:
+    """A stream item: both images mapped from [0, 1] to [-1, 1]."""
+    return {"real": real.clamp(0, 1) * 2 - 1, "degraded": fake.clamp(0, 1) * 2 - 1, "index": idx}
 
 
 def augment(face: torch.Tensor, cfg: DataConfig, rng: np.random.Generator) -> torch.Tensor:

@@ -47,7 +47,8 @@ from ..models.cnn import IFQACNN
 from ..models.registry import list_models
 from ..weights import find_weights, read_state_dict, save_safetensors
 from .config import TrainConfig
-from .data import FaceStream, StreamSampler, load_faces_uint8, split_faces
+from .data import FaceStream, StreamSampler, list_images, load_faces_uint8, split_faces
+from .degenerate import load_photo
 from .fpr import (
     jittered_landmarks,
     mix,
@@ -366,7 +367,14 @@ def _train(
     _seed_everything(cfg.run.seed)
     faces, val_faces, train_files, val_files = _load_data(cfg, di, data_root, faces, val_faces)
     stream = FaceStream(
-        faces, cfg.data, cfg.degradation, cfg.model.native_size, cfg.run.seed, di.rank, di.world
+        faces,
+        cfg.data,
+        cfg.degradation,
+        cfg.model.native_size,
+        cfg.run.seed,
+        di.rank,
+        di.world,
+        backgrounds=load_backgrounds(cfg, data_root),
     )
     run = _build_run(cfg, out, di, device, resume, t_start)
     if di.is_main:
@@ -408,6 +416,21 @@ def _load_data(
 
             val_faces = [load_face(p, 512) for p in val_files]
     return faces, val_faces, train_files, val_files
+
+
+def load_backgrounds(cfg: TrainConfig, data_root: str | os.PathLike | None) -> list[np.ndarray]:
+    """Whole photographs for non-face fakes (``data.backgrounds``), only when degenerate fakes
+    are on; (H, W, 3) float32 in [0, 1], long side at most 1024."""
+    if not (cfg.degradation.degenerate_prob and cfg.data.backgrounds):
+        return []
+    root = cfg.faces_root(data_root)
+    files = list_images(root, cfg.data.backgrounds)
+    if not files:
+        raise FileNotFoundError(
+            f"no background photographs under {root} match {cfg.data.backgrounds}"
+        )
+    log.info("%d background photographs for non-face fakes", len(files))
+    return [load_photo(f) for f in files]
 
 
 def init_weights(d: IFQACNN, spec: str) -> None:
@@ -546,7 +569,12 @@ def _loop(
         if step % cfg.run.log_every == 0 or step == cfg.run.steps:
             t_seg = _log_progress(run, acc, step, scale, t_seg, bar)
         if _validation_due(run, val_faces, step):
-            res = evaluate(_eval_copy(run.d_final), val_faces, quick=True)
+            res = evaluate(
+                _eval_copy(run.d_final),
+                val_faces,
+                quick=True,
+                degenerate=bool(run.cfg.degradation.degenerate_prob),
+            )
             val_history.append({"step": step, **_brief(res)})
             log.info("validation at step %d: %s", step, _format_brief(res))
         if step % cfg.run.ckpt_every == 0 or step == cfg.run.steps:
@@ -827,7 +855,12 @@ def _finish(
             export_discriminator(run.d_final, export_path, cfg.run.export_dtype)
         if val_faces:
             t0 = time.time()
-            res = evaluate(_eval_copy(run.d_final, cfg.run.export_dtype), val_faces, quick=False)
+            res = evaluate(
+                _eval_copy(run.d_final, cfg.run.export_dtype),
+                val_faces,
+                quick=False,
+                degenerate=bool(cfg.degradation.degenerate_prob),
+            )
             summary["validation"] = res
             log.info(
                 "final validation (%.0f s, %d held-out faces):\n%s",
@@ -869,7 +902,11 @@ def _eval_copy(d: IFQACNN, dtype: str = "float32") -> IFQACNN:
 
 
 def _brief(res: dict[str, Any]) -> dict[str, float]:
-    return {f: v["pair_accuracy"] for f, v in res["families"].items()}
+    out = {f: v["pair_accuracy"] for f, v in res["families"].items()}
+    if "degenerate" in res:
+        out["degenerate_above"] = res["degenerate"]["above"]
+        out["degenerate_margin"] = res["degenerate"]["worst_margin"]
+    return out
 
 
 def _format_brief(res: dict[str, Any]) -> str:
@@ -877,6 +914,9 @@ def _format_brief(res: dict[str, Any]) -> str:
     for f, v in res["families"].items():
         gap = v["clean_mean"] - v["degraded_mean"]
         parts.append(f"{f} clean>deg {v['pair_accuracy'] * 100:.0f}% (gap {gap:+.4f})")
+    if "degenerate" in res:
+        d = res["degenerate"]
+        parts.append(f"degenerate {d['above']}/{d['n']} above (margin {d['worst_margin']:+.4f})")
     return ", ".join(parts)
 
 

@@ -12,6 +12,12 @@ size, as it does for a restorer's output). Reported per family:
 - ``spearman_mean``: Spearman's rho between strength (level index) and score, computed per face
   and averaged over faces (the figure the target refers to); ``spearman_pooled``: the same over
   all (face, level) pairs pooled.
+
+The ``degenerate`` family (optional) scores a fixed set of images that are not faces
+(:func:`ifqa_loss.train.degenerate.degenerate_test_set`: constant colours, near-constant
+images, gradients, noise patterns, heavily blurred, posterised and tile-shuffled faces, corners
+of whole photographs) and fails when any of them scores at or above the lowest clean face;
+it reports how many do and the worst margin (highest degenerate score minus lowest clean).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from scipy.stats import spearmanr
 
 from .._io import atomic_write_text, strict_json
 from .artefacts import unsharp
+from .degenerate import degenerate_test_set
 from .degradations import add_gaussian_noise, down_up, gaussian_blur, jpeg, quantize
 
 EVAL_SIZE = 512
@@ -55,6 +62,16 @@ FAMILIES: tuple[Family, ...] = (
     Family("unsharp", "amount", (0.0, 0.5, 1.0, 2.0, 3.0), 2.0),
 )
 UNSHARP_SIGMA = 2.0  # px at the 512 evaluation size
+FAMILY_NAMES = (*(f.name for f in FAMILIES), "degenerate")
+# Whole photographs whose corners are the degenerate family's non-face crops (relative to the
+# faces root). The degenerate training recipes take their backgrounds from the other *_whole
+# folders of more/, never these.
+TEST_BACKGROUNDS = (
+    "more/openface_whole/*",
+    "more/mica_whole/*",
+    "more/pulid_whole/*",
+    "more/prnet_whole/*",
+)
 
 
 def degrade(img: np.ndarray, family: str, level: float | None, seed: int = 0) -> np.ndarray:
@@ -97,6 +114,7 @@ def evaluate(
     quick: bool = False,
     device: str | torch.device | None = None,
     names: Sequence[str] | None = None,
+    degenerate: bool | Sequence[tuple[str, np.ndarray]] = False,
 ) -> dict[str, Any]:
     """Run the protocol.
 
@@ -105,11 +123,15 @@ def evaluate(
         faces: clean faces, (3, H, W) float tensors in [0, 1]; resized to 512 when needed.
         quick: score only the clean face and the test strength (pair accuracy, no Spearman).
         names: optional face names, kept in the per-face records.
+        degenerate: also run the degenerate family: ``True`` for the synthetic set plus the
+            faces' own blurred, posterised and shuffled versions, or a list of
+            ``(name, (S, S, 3) float32 image)`` (see :func:`degenerate_test_set`).
 
     Returns:
         ``{"n_faces", "size", "spearman": "per-face mean", "families": {name: {...}}}`` with,
         per family, ``pair_accuracy``, ``wins``, ``clean_mean``, ``degraded_mean``, and without
-        ``quick`` also ``levels``, ``level_means``, ``spearman_mean``, ``spearman_pooled``.
+        ``quick`` also ``levels``, ``level_means``, ``spearman_mean``, ``spearman_pooled``;
+        with ``degenerate``, a ``"degenerate"`` entry (see :func:`evaluate_degenerate`).
     """
     from .data import resize_antialiased
 
@@ -122,11 +144,14 @@ def evaluate(
         "families": {},
     }
     per = {f.name: {"clean": [], "test": [], "levels": []} for f in families}
+    clean_scores: list[float] = []
+    imgs: list[np.ndarray] = []
     for i, face in enumerate(faces):
         x = face.float()
         x = resize_antialiased(x, EVAL_SIZE) if x.shape[-1] != EVAL_SIZE else x
         img = np.ascontiguousarray(x.clamp(0, 1).numpy().transpose(1, 2, 0), dtype=np.float32)
         img = quantize(img)
+        imgs.append(img)
         batch, index = [img], []
         for f in families:
             levels = (f.test,) if quick else f.levels[1:]
@@ -136,6 +161,7 @@ def evaluate(
         t = torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).copy())
         scores = metric(t).double().cpu().numpy()
         clean = float(scores[0])
+        clean_scores.append(clean)
         for f in families:
             rec = per[f.name]
             vals = {
@@ -174,7 +200,63 @@ def evaluate(
         out["families"][f.name] = fam
     if names is not None:
         out["faces"] = list(names)
+    if degenerate is not False:
+        images = degenerate_test_set(imgs) if degenerate is True else list(degenerate)
+        out["degenerate"] = evaluate_degenerate(metric, images, clean_scores)
     return out
+
+
+def evaluate_degenerate(
+    metric: Any, images: Sequence[tuple[str, np.ndarray]], clean_scores: Sequence[float]
+) -> dict[str, Any]:
+    """Score degenerate images against the lowest clean score.
+
+    Args:
+        metric: an :class:`~ifqa_loss.IFQAMetric`.
+        images: ``(name, (S, S, 3) float32 RGB in [0, 1])``; sizes may differ.
+        clean_scores: the clean faces' scores.
+
+    Returns:
+        ``{"n", "above", "passed", "min_clean", "max_degenerate", "worst", "worst_margin",
+        "mean_degenerate", "by_kind"}``: ``above`` counts images scoring at or above the lowest
+        clean face; ``worst_margin`` is the highest degenerate score minus the lowest clean
+        score (negative when the family passes); ``by_kind`` the highest score per kind (the
+        name without its trailing indices and size).
+    """
+    if not images or not clean_scores:
+        raise ValueError("the degenerate family needs at least one image and one clean score")
+    scores = _score_mixed_sizes(metric, [img for _, img in images])
+    min_clean = float(min(clean_scores))
+    worst = int(np.argmax(scores))
+    by_kind: dict[str, float] = {}
+    for (name, _), sc in zip(images, scores, strict=True):
+        kind = name.split("_")[0] if name.startswith("background") else name
+        kind = "_".join(p for p in kind.split("_") if not p.isdigit())
+        by_kind[kind] = max(by_kind.get(kind, -1.0), float(sc))
+    above = int((scores >= min_clean).sum())
+    return {
+        "n": len(images),
+        "above": above,
+        "passed": above == 0,
+        "min_clean": min_clean,
+        "max_degenerate": float(scores[worst]),
+        "worst": images[worst][0],
+        "worst_margin": float(scores[worst]) - min_clean,
+        "mean_degenerate": float(scores.mean()),
+        "by_kind": by_kind,
+        "clean_scores": [float(c) for c in clean_scores],
+    }
+
+
+def _score_mixed_sizes(metric: Any, images: Sequence[np.ndarray]) -> np.ndarray:
+    """Scores of HWC images of possibly different sizes, one batch per size, in input order."""
+    scores = np.zeros(len(images))
+    sizes = sorted({img.shape[:2] for img in images})
+    for hw in sizes:
+        idx = [i for i, img in enumerate(images) if img.shape[:2] == hw]
+        t = torch.from_numpy(np.stack([images[i] for i in idx]).transpose(0, 3, 1, 2).copy())
+        scores[idx] = metric(t).double().cpu().numpy()
+    return scores
 
 
 def format_table(res: dict[str, Any]) -> str:
@@ -214,11 +296,28 @@ def format_table(res: dict[str, Any]) -> str:
                     f"{lv}: {m:.4f}" for lv, m in zip(f["levels"], f["level_means"], strict=True)
                 )
                 lines.append(f"  {name:<7} {cells}")
+    if "degenerate" in res:
+        lines += ["", format_degenerate(res["degenerate"])]
     return "\n".join(lines)
 
 
+def format_degenerate(d: dict[str, Any]) -> str:
+    """One summary line and the highest score per kind of the degenerate family."""
+    verdict = "passed" if d["passed"] else "FAILED"
+    kinds = ", ".join(f"{k} {v:.4f}" for k, v in sorted(d["by_kind"].items()))
+    return (
+        f"degenerate: {verdict}: {d['above']}/{d['n']} images score at or above the lowest clean"
+        f" face ({d['min_clean']:.4f}); highest {d['max_degenerate']:.4f} ({d['worst']}),"
+        f" worst margin {d['worst_margin']:+.4f}; mean {d['mean_degenerate']:.4f}\n"
+        f"  highest per kind: {kinds}"
+    )
+
+
 def meets_targets(res: dict[str, Any], accuracy: float = 0.9, rho: float = -0.8) -> bool:
-    """True when every family has pair accuracy >= ``accuracy`` and Spearman <= ``rho``."""
+    """True when every family has pair accuracy >= ``accuracy`` and Spearman <= ``rho``, and
+    the degenerate family (when run) passed."""
+    if "degenerate" in res and not res["degenerate"]["passed"]:
+        return False
     return all(
         f["pair_accuracy"] >= accuracy and f.get("spearman_mean", -1.0) <= rho
         for f in res["families"].values()
@@ -244,6 +343,29 @@ def _faces_from_args(args: argparse.Namespace) -> tuple[list[Path], str]:
     return val, f"held-out faces of config {args.config} under {root}"
 
 
+def _parse_families(text: str) -> tuple[tuple[Family, ...], bool]:
+    """``"blur,degenerate"`` -> (the Family objects, whether degenerate is on)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = sorted(set(names) - set(FAMILY_NAMES))
+    if unknown or not names:
+        raise ValueError(f"--families: unknown {unknown or 'none given'}; use {FAMILY_NAMES}")
+    return tuple(f for f in FAMILIES if f.name in names), "degenerate" in names
+
+
+def _hwc(face: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(face.clamp(0, 1).numpy().transpose(1, 2, 0), dtype=np.float32)
+
+
+def _test_backgrounds(args: argparse.Namespace) -> list[np.ndarray]:
+    """The degenerate family's whole photographs (none when the faces root lacks them)."""
+    from .config import load_config
+    from .data import list_images
+    from .degenerate import load_photo
+
+    root = load_config(args.config).faces_root(args.data_root)
+    return [load_photo(f) for f in list_images(root, TEST_BACKGROUNDS)] if root.is_dir() else []
+
+
 def validate_main(argv: list[str] | None = None) -> int:
     """``ifqa validate``: print the validation table for a model on held-out faces."""
     p = argparse.ArgumentParser(
@@ -264,11 +386,17 @@ def validate_main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=int, default=None, help="use at most N faces")
     p.add_argument("--quick", action="store_true", help="pair accuracy only (no strength sweep)")
+    p.add_argument(
+        "--families",
+        default=",".join(FAMILY_NAMES),
+        help=f"comma-separated families to run (default all: {','.join(FAMILY_NAMES)})",
+    )
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     p.add_argument(
         "--check",
         action="store_true",
-        help="exit with status 1 unless every family meets >=90%% and rho <= -0.8",
+        help="exit with status 1 unless every family meets >=90%% and rho <= -0.8 and no"
+        " degenerate image scores at or above the lowest clean face",
     )
     args = p.parse_args(argv)
     from ..metric import IFQAMetric
@@ -279,6 +407,11 @@ def validate_main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"ifqa validate: {e}", file=sys.stderr)
         return 2
+    try:
+        families, degenerate = _parse_families(args.families)
+    except ValueError as e:
+        print(f"ifqa validate: {e}", file=sys.stderr)
+        return 2
     if args.limit:
         files = files[: args.limit]
     metric = IFQAMetric(model=args.model, weights=args.weights, device=args.device, batch_size=8)
@@ -286,12 +419,27 @@ def validate_main(argv: list[str] | None = None) -> int:
     print(f"model: {metric.model_name} (weights: {origin})")
     print(f"faces: {len(files)} ({what})")
     faces = [load_face(f, EVAL_SIZE) for f in files]
-    res = evaluate(metric, faces, quick=args.quick, names=[os.fspath(f) for f in files])
+    images: bool | list[tuple[str, np.ndarray]] = False
+    if degenerate:
+        photos = _test_backgrounds(args)
+        images = degenerate_test_set([_hwc(f) for f in faces], photos)
+        print(f"degenerate set: {len(images)} images ({len(photos)} background photographs)")
+    res = evaluate(
+        metric,
+        faces,
+        families=families,
+        quick=args.quick,
+        names=[os.fspath(f) for f in files],
+        degenerate=images,
+    )
     res["weights"] = origin
     print(format_table(res))
     if args.json:
         atomic_write_text(args.json, strict_json(res))
     if args.check and not meets_targets(res):
-        print("targets NOT met (>=90% clean>degraded and Spearman <= -0.8 in every family)")
+        print(
+            "targets NOT met (>=90% clean>degraded and Spearman <= -0.8 in every family;"
+            " every degenerate image below the lowest clean face)"
+        )
         return 1
     return 0
