@@ -6,9 +6,8 @@ bundled ``ifqa-lite`` gives a black square 0.73, more than most clean faces). A 
 what the model says (docs/robustness.md).
 
 Near-constant: the standard deviation of the 8-bit luminance (BT.601, ``0.299 R + 0.587 G +
-0.114 B``) is below :data:`NEAR_CONSTANT_STD` grey levels, over the image's pixels (at most
-:data:`SAMPLE_SIDE` x :data:`SAMPLE_SIDE` of them, taken on a regular grid). A face crop has a
-spread of tens of levels; a flat colour plus JPEG or sensor noise stays under 2.
+0.114 B``) over all the image's pixels is below :data:`NEAR_CONSTANT_STD` grey levels. A face
+crop has a spread of tens of levels; a flat colour plus JPEG or sensor noise stays under 2.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ NO_FACE = "no_face"
 FLAGS = (NEAR_CONSTANT, NO_FACE)
 # Grey levels (of 255) of luminance spread below which an image is near-constant.
 NEAR_CONSTANT_STD = 2.0
-# Large images are sampled on a grid of at most this many points per side (every k-th pixel).
-SAMPLE_SIDE = 1024
+# Pixels per block when summing the luminance of a large image (bounds the float copy).
+BLOCK_PIXELS = 1 << 20
 # Crops are resized to this side before looking for a face (dlib's HOG detector finds faces of
 # about 80 px and more; a face crop's face spans about half of it).
 FACE_CHECK_SIDE = 256
@@ -31,13 +30,21 @@ _LUMA = (0.299, 0.587, 0.114)
 
 def luminance_std(rgb: np.ndarray) -> float:
     """Standard deviation of the 8-bit luminance of an (H, W, 3) uint8 RGB (or (H, W) gray)
-    image, in grey levels [0, 127.5]; images larger than :data:`SAMPLE_SIDE` on a side are
-    sampled on a regular grid."""
+    image, in grey levels [0, 127.5], over every pixel; summed by blocks of rows, so a large
+    image needs no full-size float copy."""
     arr = np.asarray(rgb)
-    step = max(1, -(-max(arr.shape[:2]) // SAMPLE_SIDE))
-    arr = arr[::step, ::step].astype(np.float32)
-    luma = arr if arr.ndim == 2 else arr[..., :3] @ np.asarray(_LUMA, dtype=np.float32)
-    return float(luma.std())
+    h, w = arr.shape[:2]
+    rows = max(1, BLOCK_PIXELS // max(w, 1))
+    weights = np.asarray(_LUMA, dtype=np.float32)
+    total = total_sq = 0.0
+    for r in range(0, h, rows):
+        block = arr[r : r + rows].astype(np.float32)
+        luma = (block if block.ndim == 2 else block[..., :3] @ weights).astype(np.float64)
+        total += float(luma.sum())
+        total_sq += float((luma * luma).sum())
+    n = max(h * w, 1)
+    mean = total / n
+    return float(np.sqrt(max(total_sq / n - mean * mean, 0.0)))
 
 
 def is_near_constant(rgb: np.ndarray) -> bool:

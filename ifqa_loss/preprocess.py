@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -181,9 +182,10 @@ def resize_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # Files above this many pixels (width x height, read from the header) are refused before any
 # decoding: a 1 MB PNG can hold 30000 x 30000 pixels, 2.7 GB once decoded (docs/robustness.md).
 DEFAULT_MAX_PIXELS = 100_000_000
-# OpenCV's own limit on what ``cv2.imread`` decodes, read by OpenCV once per process, at its
-# first decode; the default (2^30 pixels) lets the bomb above through.
+# OpenCV's own limit on what ``cv2.imread`` decodes, read once per process, when cv2 is first
+# imported; its default (2^30 pixels) lets the bomb above through.
 OPENCV_LIMIT_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
+_opencv_limit_ours = False  # whether this module set OPENCV_LIMIT_ENV (else the user did)
 
 
 def check_max_pixels(max_pixels: object) -> int:
@@ -218,11 +220,22 @@ def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
     return int(w), int(h)
 
 
-def _limit_opencv(max_pixels: int) -> None:
-    """Lower OpenCV's decoding limit to ``max(max_pixels, DEFAULT_MAX_PIXELS)`` unless the
-    user set it; OpenCV reads it at its first decode in this process, so later calls are
-    no-ops. It bounds what OpenCV decodes of a file whose header Pillow could not read."""
-    os.environ.setdefault(OPENCV_LIMIT_ENV, str(max(max_pixels, DEFAULT_MAX_PIXELS)))
+def limit_opencv(max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Set OpenCV's own decoding limit to ``max(max_pixels, DEFAULT_MAX_PIXELS)`` pixels.
+
+    OpenCV reads ``OPENCV_IO_MAX_IMAGE_PIXELS`` once, when ``cv2`` is imported: this does
+    nothing once ``cv2`` is loaded, nor when the user set the variable. Called when this module
+    is imported and before each decode, so in a process where ifqa-loss imports ``cv2`` first
+    (``ifqa score``, its workers) ``cv2.imread`` alone refuses larger images too.
+    """
+    global _opencv_limit_ours
+    if "cv2" in sys.modules or (OPENCV_LIMIT_ENV in os.environ and not _opencv_limit_ours):
+        return
+    os.environ[OPENCV_LIMIT_ENV] = str(max(max_pixels, DEFAULT_MAX_PIXELS))
+    _opencv_limit_ours = True
+
+
+limit_opencv()
 
 
 def read_image_bgr(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -230,8 +243,7 @@ def read_image_bgr(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
 
     The image size is read from the header first (:func:`header_size`): an image of more than
     ``max_pixels`` pixels is refused before it is decoded. A file whose header Pillow cannot
-    read is decoded by OpenCV under its own limit (``OPENCV_IO_MAX_IMAGE_PIXELS``, set to the
-    larger of ``max_pixels`` and :data:`DEFAULT_MAX_PIXELS` unless already set) and refused
+    read is decoded by OpenCV under its own limit (:func:`limit_opencv`) and refused
     afterwards if larger than ``max_pixels``.
 
     Raises:
@@ -239,23 +251,23 @@ def read_image_bgr(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
         ValueError: the file exists but cannot be decoded as an image, or holds more than
             ``max_pixels`` pixels.
     """
+    max_pixels = check_max_pixels(max_pixels)
+    limit_opencv(max_pixels)
     import cv2
 
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise FileNotFoundError(f"no such image file: {p}")
-    max_pixels = check_max_pixels(max_pixels)
     size = header_size(p)
     if size is not None and size[0] * size[1] > max_pixels:
         _refuse_size(p, size, max_pixels, "its header says")
-    _limit_opencv(max_pixels)
     try:
         img = cv2.imread(p, cv2.IMREAD_COLOR)
     except cv2.error as e:  # OpenCV's own size limit, or a decoder's assertion
-        limit = os.environ.get(OPENCV_LIMIT_ENV)
         raise ValueError(
-            f"cannot decode {p} as an image: OpenCV refused it ({_first_line(e)}); "
-            f"OpenCV's limit {OPENCV_LIMIT_ENV}={limit} pixels applies to every file"
+            f"cannot decode {p} as an image: OpenCV refused it ({_first_line(e)}); if the "
+            f"image is larger than OpenCV's own limit, set {OPENCV_LIMIT_ENV} (pixels) in the "
+            f"environment before starting (now {os.environ.get(OPENCV_LIMIT_ENV, 'unset')})"
         ) from None
     if img is None:
         raise ValueError(f"cannot decode {p} as an image (corrupt, truncated or not an image)")
