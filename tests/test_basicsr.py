@@ -670,6 +670,13 @@ def test_srgan_model_trains_saves_and_resumes_the_ifqa_discriminator(tmp_path, l
     # The file BasicSR wrote is an IFQA checkpoint: ifqa_loss loads it strictly.
     d = load_discriminator("ifqa-lite", tmp_path / "models" / "net_d_3.pth")
     assert all(torch.equal(v, trained[k]) for k, v in d.state_dict().items())
+    # ... and a checkpoint in the original {'D': state_dict} layout loads via param_key_d.
+    torch.save({"D": trained}, tmp_path / "original_layout.pth")
+    opt = _srgan_opt(tmp_path, lite_weights)
+    opt["network_d"] = _d_opt(None, pretrained=False)
+    opt["path"].update(pretrain_network_d=str(tmp_path / "original_layout.pth"), param_key_d="D")
+    warm = build_model(opt)
+    assert all(torch.equal(v, trained[k]) for k, v in warm.net_d.state_dict().items())
 
 
 def test_gfpgan_model_with_the_ifqa_discriminator_and_r1(lite_weights):
@@ -702,3 +709,30 @@ def test_gfpgan_model_with_the_ifqa_discriminator_and_r1(lite_weights):
     assert not net_d.image_logit_for_leaf_inputs  # reset after the step
     leaf = gt.clone().requires_grad_()
     assert net_d(leaf).shape == (2, 1, 128, 128)  # outside GFPGAN's R1: the map
+
+
+@pytest.mark.parametrize(
+    ("path", "input_range"),
+    [
+        (REPO / "integrations" / "basicsr" / "train_srgan_ifqa_d.yml", (0.0, 1.0)),
+        (REPO / "integrations" / "gfpgan" / "ifqa_discriminator.yml", (-1.0, 1.0)),
+    ],
+    ids=["srgan", "gfpgan"],
+)
+def test_shipped_options_build_the_discriminator_and_its_loss(path, input_range):
+    """The YAMLs in integrations/ parse with BasicSR's loader and their network_d / gan_opt
+    build and run; validation never scores with the discriminator's own model."""
+    import yaml
+    from basicsr.archs import build_network
+    from basicsr.losses import build_loss
+    from basicsr.utils.options import ordered_yaml
+
+    opt = yaml.load(path.read_text(), Loader=ordered_yaml()[0])
+    net = build_network(dict(opt["network_d"]))
+    assert type(net).__name__ == "IFQADiscriminator" and net.input_range == input_range
+    cri = build_loss(dict(opt["train"]["gan_opt"]))
+    x = torch.rand(1, 3, 64, 64) * (input_range[1] - input_range[0]) + input_range[0]
+    assert torch.isfinite(cri(net(x), True)) and torch.isfinite(cri(net(x), False, is_disc=True))
+    for metric in opt.get("val", {}).get("metrics", {}).values():
+        if metric["type"] == "calculate_ifqa":
+            assert metric.get("model", "auto") not in ("auto", net.model_name), metric
