@@ -1,14 +1,17 @@
 """``ifqa compare``: score several restorers' outputs of the same faces and write an HTML report.
 
-The report folder holds ``index.html`` (only relative links to files inside the folder: no
-network, no scripts but one small inline check), ``distribution.png`` (when matplotlib is
-installed), thumbnails under ``images/<method>/``, heatmaps under ``heatmaps/<method>/``,
+The report folder holds ``report.html``, one file that carries its pictures inside (data URIs:
+it can be sent or moved alone), and ``index.html``, the same page linking to the folder's files
+instead (lighter for thousands of faces); neither loads anything from the network nor runs any
+script but one small inline check. Beside them: ``distribution.png`` (when matplotlib is
+installed), thumbnails under ``images/<method>/`` and heatmaps under ``heatmaps/<method>/`` (JPEG),
 ``results.json`` and ``results.csv``. Every file is written atomically, so a report being
 rewritten is never seen half-written.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import io
@@ -16,7 +19,7 @@ import os
 import re
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -26,6 +29,9 @@ import numpy as np
 from ._io import IMAGE_EXTS, atomic_write, atomic_write_image, atomic_write_text, strict_json
 
 REGIONS = ("eyes", "nose", "mouth", "rest")
+REGIONS_NOTE = "rest: the face outside the eyes, nose and mouth (not the background)"
+PAGE = "report.html"  # the report in one file: its pictures are inside it (data URIs)
+LINKED_PAGE = "index.html"  # the same page, linking to the pictures in the report folder
 
 # Two scores closer than this are a tie: each of the tied methods gets the face's win.
 TIE_TOLERANCE = 1e-6
@@ -207,10 +213,6 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _src(rel: str) -> str:
-    return html.escape(quote(rel), quote=True)
-
-
 # Runs on load: lists images that failed to load in a marker element (used by the tests, and
 # harmless for readers). With ``#check`` in the address it first loads the lazy images too.
 _CHECK_SCRIPT = """
@@ -263,19 +265,40 @@ td.name, th.name { text-align: left; }
 """
 
 
-def _html(summary: dict, faces: list[dict]) -> str:
-    meta = summary["meta"]
-    methods = meta["methods"]
-    e = html.escape
-    out = io.StringIO()
-    w = out.write
+# ---------------------------------------------------------------------------------- the page
+
+Src = Callable[[str], str]  # a report file's path relative to the folder -> an <img src> value
+Write = Callable[[str], object]
+
+
+def _linked(rel: str) -> str:
+    """``index.html``'s picture source: a relative link to the file in the report folder."""
+    return html.escape(quote(rel), quote=True)
+
+
+def _inlined(out: Path) -> Src:
+    """``report.html``'s picture sources: each file of ``out`` inside the page as a data URI."""
+
+    def src(rel: str) -> str:
+        mime = "image/jpeg" if rel.lower().endswith((".jpg", ".jpeg")) else "image/png"
+        return f"data:{mime};base64,{base64.b64encode((out / rel).read_bytes()).decode('ascii')}"
+
+    return src
+
+
+def _page_top(w: Write, meta: dict) -> None:
+    """The head (title, style) and the page's title and note on how to read it."""
+    names = ", ".join(m["name"] for m in meta["methods"])
     w("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n")
-    w(f"<title>IFQA comparison: {e(', '.join(m['name'] for m in methods))}</title>\n")
+    w(f"<title>IFQA comparison: {html.escape(names)}</title>\n")
     w(f"<style>{_CSS}</style>\n</head>\n<body>\n")
     w("<h1>IFQA comparison of face restorations</h1>\n")
     w("<p class='note'>IFQA score: mean of the discriminator's per-pixel realness map, in [0, 1]; ")
     w("higher is better. Heatmaps: dark purple = judged fake, yellow = judged real.</p>\n")
 
+
+def _meta_table(w: Write, meta: dict) -> None:
+    """Model, weights, device, date, counts and version."""
     rows = [
         ("model", meta["model"]),
         ("weights", meta["weights_origin"]),
@@ -287,79 +310,309 @@ def _html(summary: dict, faces: list[dict]) -> str:
     ]
     w("<table class='meta'>\n")
     for k, v in rows:
-        w(f"<tr><th class='name'>{e(k)}</th><td>{e(v)}</td></tr>\n")
+        w(f"<tr><th class='name'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>\n")
     w("</table>\n")
 
+
+def _input_warnings(w: Write, meta: dict) -> None:
+    """Faces left out (unreadable somewhere) and files not present in every folder."""
     if meta["n_excluded"]:
         w(
             f"<p class='warning'>{meta['n_excluded']} face(s) could not be read in at least one "
             "method: they are listed first below with their errors, and left out of the means, "
             "intervals, wins and plot for every method.</p>\n"
         )
-    unmatched = [(m["name"], len(meta["unmatched"][m["name"]])) for m in methods]
+    unmatched = [(m["name"], len(meta["unmatched"][m["name"]])) for m in meta["methods"]]
     if any(n for _, n in unmatched):
         w("<p class='note'>Files not present in every folder (not compared): ")
-        w(", ".join(f"{e(name)}: {n}" for name, n in unmatched))
+        w(", ".join(f"{html.escape(name)}: {n}" for name, n in unmatched))
         w(" (listed in results.json).</p>\n")
 
-    w("<h2>Ranking</h2>\n<table class='ranking'>\n<tr><th>#</th><th class='name'>method</th>")
+
+def _ranking_table(w: Write, summary: dict) -> None:
+    """One row per method, best mean first: interval, region means, wins."""
+    meta = summary["meta"]
     ci = meta["bootstrap"]
+    w("<h2>Ranking</h2>\n<table class='ranking'>\n<tr><th>#</th><th class='name'>method</th>")
     w(f"<th>mean score</th><th>95% interval{' (bootstrap)' if ci else ''}</th>")
-    for r in REGIONS:
-        w(f"<th>{r}</th>")
-    w("<th>wins</th></tr>\n")
+    w("".join(f"<th>{r}</th>" for r in REGIONS) + "<th>wins</th></tr>\n")
     for rank, row in enumerate(summary["ranking"], 1):
         interval = "–" if row["ci_low"] is None else f"{row['ci_low']:.4f} – {row['ci_high']:.4f}"
-        w(f"<tr><td>{rank}</td><td class='name'>{e(row['method'])}</td>")
+        w(f"<tr><td>{rank}</td><td class='name'>{html.escape(row['method'])}</td>")
         w(f"<td>{_fmt(row['mean'])}</td><td>{interval}</td>")
-        for r in REGIONS:
-            w(f"<td>{_fmt(row[r])}</td>")
-        w(f"<td>{row['wins']}</td></tr>\n")
+        w("".join(f"<td>{_fmt(row[r])}</td>" for r in REGIONS) + f"<td>{row['wins']}</td></tr>\n")
     w("</table>\n")
     w(
         f"<p class='note'>Interval: percentile bootstrap over faces ({ci} resamples, seed "
-        f"{meta['seed']}). Regions: template regions of FFHQ-aligned crops. Wins: faces where "
-        "the method has the highest score (ties count for each tied method).</p>\n"
+        f"{meta['seed']}). Regions: template regions of FFHQ-aligned crops ({REGIONS_NOTE}). "
+        "Wins: faces where the method has the highest score (ties count for each tied "
+        "method).</p>\n"
         if ci
-        else "<p class='note'>No bootstrap interval (--bootstrap 0).</p>\n"
+        else f"<p class='note'>No bootstrap interval (--bootstrap 0). {REGIONS_NOTE}.</p>\n"
     )
 
+
+def _plot_section(w: Write, meta: dict, src: Src) -> None:
     w("<h2>Score distribution</h2>\n")
     if meta.get("plot"):
-        w(f"<img class='plot' src='{_src(meta['plot'])}' alt='score distribution per method'>\n")
+        w(f"<img class='plot' src='{src(meta['plot'])}' alt='score distribution per method'>\n")
     else:
         w(
             "<p class='note'>No plot: matplotlib is not installed where this report was made "
-            f"({e(PLOT_HINT)}); every score is in results.csv.</p>\n"
+            f"({html.escape(PLOT_HINT)}); every score is in results.csv.</p>\n"
         )
 
-    w("<h2>Faces, worst first</h2>\n")
-    w("<p class='note'>Ordered by the face's mean score over the methods; the best method of ")
-    w("each face is outlined. Left: the method's output; right: its realness map.</p>\n")
-    for face in faces:
-        cls = "face excluded" if face["excluded"] else "face"
-        mean = "excluded" if face["excluded"] else f"mean {_fmt(face['mean'])}"
-        w(f"<section class='{cls}'>\n<h3>{e(face['face'])} <span class='note'>({mean})</span>")
-        w("</h3>\n<div class='methods'>\n")
-        for m in methods:
+
+def _face_section(w: Write, face: dict, methods: list[dict], src: Src) -> None:
+    """One face: each method's output and heatmap, the face's best method outlined."""
+    e = html.escape
+    cls = "face excluded" if face["excluded"] else "face"
+    mean = "excluded" if face["excluded"] else f"mean {_fmt(face['mean'])}"
+    w(f"<section class='{cls}'>\n<h3>{e(face['face'])} <span class='note'>({mean})</span>")
+    w("</h3>\n<div class='methods'>\n")
+    for m in methods:
+        rec = face["methods"][m["name"]]
+        best = " best" if rec.get("best") else ""
+        w(f"<div class='method{best}'>\n<div class='label'>{e(m['name'])}: ")
+        w(f"<b>{_fmt(rec['score'])}</b></div>\n<div class='pair'>")
+        alt = e(f"{m['name']}: {face['face']}", quote=True)
+        if rec["image"]:
+            w(f"<img src='{src(rec['image'])}' alt='{alt}' loading='lazy'>")
+        if rec["heatmap"]:
+            w(f"<img src='{src(rec['heatmap'])}' alt='heatmap {alt}' loading='lazy'>")
+        w("</div>\n")
+        if rec["error"]:
+            w(f"<div class='error'>{e(rec['error'])}</div>\n")
+        w("</div>\n")
+    w("</div>\n</section>\n")
+
+
+def _write_page(path: Path, summary: dict, src: Src) -> Path:
+    """Write the HTML page to ``path`` (atomically, streamed: a page with its pictures inside
+    can be large), its pictures given by ``src``."""
+    meta = summary["meta"]
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = f.write
+            _page_top(w, meta)
+            _meta_table(w, meta)
+            _input_warnings(w, meta)
+            _ranking_table(w, summary)
+            _plot_section(w, meta, src)
+            w("<h2>Faces, worst first</h2>\n")
+            w("<p class='note'>Ordered by the face's mean score over the methods; the best ")
+            w("method of each face is outlined. Left: the method's output; right: its ")
+            w("realness map.</p>\n")
+            for face in summary["faces"]:
+                _face_section(w, face, meta["methods"], src)
+            w("<pre id='image-check'></pre>\n")
+            w(_CHECK_SCRIPT)
+            w("</body>\n</html>\n")
+
+    return atomic_write(path, write)
+
+
+# ------------------------------------------------------------------------- the comparison
+
+
+def _check_options(bootstrap: int, thumb_size: int) -> tuple[int, int]:
+    if int(bootstrap) < 0:
+        raise ValueError(f"bootstrap must be >= 0 resamples (0: no interval), got {bootstrap}")
+    if int(thumb_size) < 16:
+        raise ValueError(f"thumb_size must be >= 16 pixels, got {thumb_size}")
+    return int(bootstrap), int(thumb_size)
+
+
+def _match_files(paths: list[Path], names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """(files present in every folder, sorted; each method's files that are not)."""
+    listed = [_list_images(p) for p in paths]
+    common = sorted(set.intersection(*listed))
+    unmatched = {n: sorted(files - set(common)) for n, files in zip(names, listed, strict=True)}
+    if not common:
+        counts = ", ".join(f"{n}: {len(f)}" for n, f in zip(names, listed, strict=True))
+        raise ValueError(
+            f"no image file is present in every folder (image files found: {counts}); faces are "
+            f"matched by their path relative to each folder, extensions {', '.join(IMAGE_EXTS)}"
+        )
+    return common, unmatched
+
+
+def _score_method(
+    metric, root: Path, common: list[str], out: Path, rels: tuple[str, str], thumb_size: int
+) -> list[dict]:
+    """Score one method's faces (in chunks, so memory does not grow with the number of faces)
+    and write each readable face's thumbnail and heatmap. ``rels``: the two files' relative
+    paths with ``{}`` for the face's slug. One record per face, in ``common``'s order."""
+    import cv2
+
+    from .heatmap import overlay
+
+    jpeg = [cv2.IMWRITE_JPEG_QUALITY, 90]  # thumbnails and heatmaps alike
+    records: list[dict] = []
+    for start in range(0, len(common), _CHUNK):
+        chunk = common[start : start + _CHUNK]
+        scored = metric.score_files([root / f for f in chunk], regions=True, return_maps=True)
+        for k, rec in enumerate(scored):
+            slug = _face_slug(start + k, common[start + k])
+            img_rel = heat_rel = None
+            error = rec["error"]
+            if rec["score"] is not None:
+                try:
+                    thumb = _thumbnail(rec["path"], thumb_size)
+                except (OSError, ValueError) as e:  # pragma: no cover - read twice
+                    error = f"{type(e).__name__}: {e}"
+                else:
+                    img_rel, heat_rel = rels[0].format(slug), rels[1].format(slug)
+                    atomic_write_image(out / img_rel, thumb, ".jpg", jpeg)
+                    atomic_write_image(out / heat_rel, overlay(thumb, rec["map"]), ".jpg", jpeg)
+            records.append(
+                {
+                    "score": rec["score"],
+                    "error": error,
+                    **{r: rec.get(r) for r in REGIONS},
+                    "image": img_rel,
+                    "heatmap": heat_rel,
+                    "best": False,
+                }
+            )
+    return records
+
+
+def _face_slug(i: int, rel: str) -> str:
+    return f"{i:05d}_{_slug(Path(rel).with_suffix('').as_posix(), 'face')}"
+
+
+def _scores_and_wins(records: list[list[dict]]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(faces scored in every method, their (F, M) scores, each method's wins); marks each
+    face's best method(s) (``best``) and gives every unscored record an error."""
+    n_methods = len(records[0])
+    valid = [f for f, recs in enumerate(records) if all(r["score"] is not None for r in recs)]
+    for recs in records:
+        for r in recs:
+            if r["score"] is None and not r["error"]:  # pragma: no cover - defensive
+                r["error"] = "not scored"
+    scores = np.array([[r["score"] for r in records[f]] for f in valid], dtype=np.float64)
+    scores = scores.reshape(len(valid), n_methods)
+    wins = np.zeros(n_methods, dtype=int)
+    for i, f in enumerate(valid):
+        best = scores[i] >= scores[i].max() - TIE_TOLERANCE
+        wins += best
+        for j in np.flatnonzero(best):
+            records[f][j]["best"] = True
+    return valid, scores, wins
+
+
+def _ranking(
+    names: list[str],
+    paths: list[Path],
+    records: list[list[dict]],
+    valid: list[int],
+    scores: np.ndarray,
+    wins: np.ndarray,
+    ci: tuple[np.ndarray | None, np.ndarray | None],
+) -> tuple[list[dict], list[int]]:
+    """(one row per method, best mean first; the methods' indices in that order)."""
+    lo, hi = ci
+    rows = []
+    for j, n in enumerate(names):
+        row = {
+            "method": n,
+            "folder": str(paths[j]),
+            "mean": float(scores[:, j].mean()) if valid else None,
+            "ci_low": None if lo is None else float(lo[j]),
+            "ci_high": None if hi is None else float(hi[j]),
+        }
+        for r in REGIONS:
+            row[r] = float(np.mean([records[f][j][r] for f in valid])) if valid else None
+        row["wins"] = int(wins[j])
+        rows.append(row)
+    order = sorted(range(len(names)), key=lambda j: (-(rows[j]["mean"] or 0.0), j))
+    return [rows[j] for j in order], order
+
+
+def _faces_worst_first(
+    common: list[str], names: list[str], records: list[list[dict]], valid: list[int]
+) -> list[dict]:
+    """The faces for the page and the JSON: excluded ones first, then by mean score."""
+    valid_set = set(valid)
+
+    def face_mean(f: int) -> float | None:
+        got = [r["score"] for r in records[f] if r["score"] is not None]
+        return float(np.mean(got)) if got else None
+
+    excluded = [f for f in range(len(common)) if f not in valid_set]
+    return [
+        {
+            "face": common[f],
+            "excluded": f not in valid_set,
+            "mean": face_mean(f) if f in valid_set else None,
+            "methods": {n: records[f][j] for j, n in enumerate(names)},
+        }
+        for f in excluded + sorted(valid, key=lambda f: (face_mean(f), common[f]))
+    ]
+
+
+def _meta(
+    metric,
+    common: list[str],
+    faces: list[dict],
+    methods: list[dict],
+    unmatched: dict[str, list[str]],
+    bootstrap: int,
+    seed: int,
+) -> dict:
+    """The report's provenance, options and counts (``meta`` of results.json)."""
+    from . import __version__
+
+    excluded = [face["face"] for face in faces if face["excluded"]]
+    return {
+        "model": metric.model_name,
+        "weights_origin": str(metric.weights_origin),
+        "device": str(metric.device),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "ifqa_loss_version": __version__,
+        "n_faces": len(common),
+        "n_valid": len(common) - len(excluded),
+        "n_excluded": len(excluded),
+        "excluded": excluded,
+        "bootstrap": bootstrap,
+        "seed": seed,
+        "tie_tolerance": TIE_TOLERANCE,
+        "methods": methods,
+        "unmatched": unmatched,
+        "plot": "distribution.png" if _have_matplotlib() else None,
+    }
+
+
+def _results_csv(summary: dict) -> str:
+    """One row per face and method."""
+    buf = io.StringIO()
+    cols = ["face", "method", "score", "error", *REGIONS, "excluded", "image", "heatmap"]
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for face in summary["faces"]:
+        for m in summary["meta"]["methods"]:
             rec = face["methods"][m["name"]]
-            best = " best" if rec.get("best") else ""
-            w(f"<div class='method{best}'>\n<div class='label'>{e(m['name'])}: ")
-            w(f"<b>{_fmt(rec['score'])}</b></div>\n<div class='pair'>")
-            alt = e(f"{m['name']}: {face['face']}", quote=True)
-            if rec["image"]:
-                w(f"<img src='{_src(rec['image'])}' alt='{alt}' loading='lazy'>")
-            if rec["heatmap"]:
-                w(f"<img src='{_src(rec['heatmap'])}' alt='heatmap {alt}' loading='lazy'>")
-            w("</div>\n")
-            if rec["error"]:
-                w(f"<div class='error'>{e(rec['error'])}</div>\n")
-            w("</div>\n")
-        w("</div>\n</section>\n")
-    w("<pre id='image-check'></pre>\n")
-    w(_CHECK_SCRIPT)
-    w("</body>\n</html>\n")
-    return out.getvalue()
+            writer.writerow(
+                {"face": face["face"], "method": m["name"], "excluded": face["excluded"], **rec}
+            )
+    return buf.getvalue()
+
+
+def _write_report(out: Path, summary: dict, scores: np.ndarray, order: list[int], note) -> None:
+    """Plot, CSV, JSON, then the pages: ``report.html`` (pictures inside) and ``index.html``
+    (pictures linked), which comes last: once it is there, every file it links to is too."""
+    meta = summary["meta"]
+    if meta["plot"]:
+        names = [meta["methods"][j]["name"] for j in order]
+        _plot_distribution(out / meta["plot"], names, scores[:, order], meta["model"], meta["seed"])
+    else:
+        note(f"matplotlib is not installed: the report has no distribution plot ({PLOT_HINT})")
+    atomic_write_text(out / "results.csv", _results_csv(summary))
+    atomic_write_text(out / "results.json", strict_json(summary, ensure_ascii=False))
+    _write_page(out / PAGE, summary, _inlined(out))
+    _write_page(out / LINKED_PAGE, summary, _linked)
 
 
 def compare(
@@ -408,22 +661,8 @@ def compare(
     for the distribution plot; the page says so and ``meta["plot"]`` is None.
     """
     paths, names = _check_inputs(dirs, names)
-    if int(bootstrap) < 0:
-        raise ValueError(f"bootstrap must be >= 0 resamples (0: no interval), got {bootstrap}")
-    if int(thumb_size) < 16:
-        raise ValueError(f"thumb_size must be >= 16 pixels, got {thumb_size}")
-    bootstrap, thumb_size = int(bootstrap), int(thumb_size)
-
-    listed = [_list_images(p) for p in paths]
-    common = sorted(set.intersection(*listed))
-    unmatched = {n: sorted(files - set(common)) for n, files in zip(names, listed, strict=True)}
-    if not common:
-        counts = ", ".join(f"{n}: {len(f)}" for n, f in zip(names, listed, strict=True))
-        raise ValueError(
-            f"no image file is present in every folder (image files found: {counts}); faces are "
-            f"matched by their path relative to each folder, extensions {', '.join(IMAGE_EXTS)}"
-        )
-
+    bootstrap, thumb_size = _check_options(bootstrap, thumb_size)
+    common, unmatched = _match_files(paths, names)
     if metric is None:
         from .metric import IFQAMetric
 
@@ -442,146 +681,30 @@ def compare(
             note(f"{len(files)} file(s) in {n!r} are not in every folder and are not compared")
 
     out = Path(out)
-    method_slugs = _unique_slugs(names, "method")
-    face_slugs = [
-        f"{i:05d}_{_slug(Path(f).with_suffix('').as_posix(), 'face')}" for i, f in enumerate(common)
+    slugs = _unique_slugs(names, "method")
+    per_method = [
+        _score_method(
+            metric,
+            root,
+            common,
+            out,
+            (f"images/{s}/{{}}.jpg", f"heatmaps/{s}/{{}}.jpg"),
+            thumb_size,
+        )
+        for root, s in zip(paths, slugs, strict=True)
     ]
-
-    import cv2
-
-    from .heatmap import overlay
-
-    # records[f][j]: face f, method j.
-    records: list[list[dict]] = [[{} for _ in paths] for _ in common]
-    for j, (root, mslug) in enumerate(zip(paths, method_slugs, strict=True)):
-        for start in range(0, len(common), _CHUNK):
-            chunk = common[start : start + _CHUNK]
-            scored = metric.score_files([root / f for f in chunk], regions=True, return_maps=True)
-            for k, rec in enumerate(scored):
-                f = start + k
-                img_rel = heat_rel = None
-                error = rec["error"]
-                if rec["score"] is not None:
-                    try:
-                        thumb = _thumbnail(rec["path"], thumb_size)
-                    except (OSError, ValueError) as e:  # pragma: no cover - read twice
-                        error = f"{type(e).__name__}: {e}"
-                    else:
-                        img_rel = f"images/{mslug}/{face_slugs[f]}.jpg"
-                        heat_rel = f"heatmaps/{mslug}/{face_slugs[f]}.png"
-                        atomic_write_image(
-                            out / img_rel, thumb, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]
-                        )
-                        atomic_write_image(out / heat_rel, overlay(thumb, rec["map"]), ".png")
-                records[f][j] = {
-                    "score": rec["score"],
-                    "error": error,
-                    **{r: rec.get(r) for r in REGIONS},
-                    "image": img_rel,
-                    "heatmap": heat_rel,
-                    "best": False,
-                }
-
-    valid = [f for f in range(len(common)) if all(r["score"] is not None for r in records[f])]
-    valid_set = set(valid)
-    excluded = [f for f in range(len(common)) if f not in valid_set]
-    for f in excluded:
-        for r in records[f]:
-            if r["score"] is None and not r["error"]:  # pragma: no cover - defensive
-                r["error"] = "not scored"
-    scores = np.array([[r["score"] for r in records[f]] for f in valid], dtype=np.float64)
-    scores = scores.reshape(len(valid), len(paths))
-    lo, hi = _bootstrap_ci(scores, bootstrap, seed)
-
-    wins = np.zeros(len(paths), dtype=int)
-    for i, f in enumerate(valid):
-        best = scores[i] >= scores[i].max() - TIE_TOLERANCE
-        wins += best
-        for j in np.flatnonzero(best):
-            records[f][j]["best"] = True
-
-    ranking = []
-    for j, n in enumerate(names):
-        row = {
-            "method": n,
-            "folder": str(paths[j]),
-            "mean": float(scores[:, j].mean()) if valid else None,
-            "ci_low": None if lo is None else float(lo[j]),
-            "ci_high": None if hi is None else float(hi[j]),
-        }
-        for r in REGIONS:
-            row[r] = float(np.mean([records[f][j][r] for f in valid])) if valid else None
-        row["wins"] = int(wins[j])
-        ranking.append(row)
-    order = sorted(range(len(names)), key=lambda j: (-(ranking[j]["mean"] or 0.0), j))
-    ranking = [ranking[j] for j in order]
-
-    def face_mean(f: int) -> float | None:
-        got = [r["score"] for r in records[f] if r["score"] is not None]
-        return float(np.mean(got)) if got else None
-
-    faces = []
-    for f in excluded + sorted(valid, key=lambda f: (face_mean(f), common[f])):
-        faces.append(
-            {
-                "face": common[f],
-                "excluded": f not in valid_set,
-                "mean": face_mean(f) if f in valid_set else None,
-                "methods": {n: records[f][j] for j, n in enumerate(names)},
-            }
-        )
-
-    from . import __version__
-
-    meta = {
-        "model": metric.model_name,
-        "weights_origin": str(metric.weights_origin),
-        "device": str(metric.device),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "ifqa_loss_version": __version__,
-        "n_faces": len(common),
-        "n_valid": len(valid),
-        "n_excluded": len(excluded),
-        "excluded": [common[f] for f in excluded],
-        "bootstrap": bootstrap,
-        "seed": seed,
-        "tie_tolerance": TIE_TOLERANCE,
-        "methods": [
-            {"name": n, "folder": str(p), "slug": s}
-            for n, p, s in zip(names, paths, method_slugs, strict=True)
-        ],
-        "unmatched": unmatched,
-    }
-    meta["plot"] = "distribution.png" if _have_matplotlib() else None
+    records = [list(recs) for recs in zip(*per_method, strict=True)]  # records[face][method]
+    valid, scores, wins = _scores_and_wins(records)
+    ranking, order = _ranking(
+        names, paths, records, valid, scores, wins, _bootstrap_ci(scores, bootstrap, seed)
+    )
+    faces = _faces_worst_first(common, names, records, valid)
+    methods = [
+        {"name": n, "folder": str(p), "slug": s}
+        for n, p, s in zip(names, paths, slugs, strict=True)
+    ]
+    meta = _meta(metric, common, faces, methods, unmatched, bootstrap, seed)
     summary = {"meta": meta, "ranking": ranking, "faces": faces}
-
-    if meta["plot"]:
-        _plot_distribution(
-            out / meta["plot"],
-            [names[j] for j in order],
-            scores[:, order],
-            metric.model_name,
-            seed,
-        )
-    else:
-        note(f"matplotlib is not installed: the report has no distribution plot ({PLOT_HINT})")
-    buf = io.StringIO()
-    cols = ["face", "method", "score", "error", *REGIONS, "excluded", "image", "heatmap"]
-    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for face in faces:
-        for n in names:
-            writer.writerow(
-                {
-                    "face": face["face"],
-                    "method": n,
-                    "excluded": face["excluded"],
-                    **face["methods"][n],
-                }
-            )
-    atomic_write_text(out / "results.csv", buf.getvalue())
-    atomic_write_text(out / "results.json", strict_json(summary, ensure_ascii=False))
-    # The page last: once it is there, everything it links to is too.
-    atomic_write_text(out / "index.html", _html(summary, faces))
+    _write_report(out, summary, scores, order, note)
     summary["out"] = str(out)
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import html
 import json
@@ -179,7 +180,7 @@ def test_report_links_and_escaping(tmp_path, metric):
     assert (out / "distribution.png").stat().st_size > 0
     thumbs = sorted(p.relative_to(out).as_posix() for p in (out / "images").rglob("*.jpg"))
     assert len(thumbs) == 6 and all(re.fullmatch(r"images/[\w-]+/[\w-]+\.jpg", t) for t in thumbs)
-    heat = cv2.imread(str(next((out / "heatmaps").rglob("*.png"))))
+    heat = cv2.imread(str(next((out / "heatmaps").rglob("*.jpg"))))
     assert heat is not None and heat.shape == (32, 32, 3)
 
 
@@ -276,7 +277,7 @@ def test_cli(tmp_path, capsys):
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert text.startswith("# model: ifqa-lite  weights: ")
-    assert f"wrote {out / 'index.html'}" in text
+    assert f"wrote {out / 'report.html'} (one file, pictures inside" in text
     assert json.loads((out / "results.json").read_text())["meta"]["model"] == "ifqa-lite"
 
     args = cli_parser().parse_args([*argv, "--names", "a", "b"])  # the last --names wins
@@ -331,11 +332,36 @@ def test_page_loads_every_image_in_chromium(tmp_path, metric):
         return attrs["broken"] + "|" + m.group(2)
 
     assert dump(out / "index.html") == "0|"
+    # report.html carries its pictures: copied alone to another folder, every one still loads.
+    alone = tmp_path / "elsewhere" / "report.html"
+    alone.parent.mkdir()
+    shutil.copy(out / "report.html", alone)
+    assert dump(alone) == "0|"
     # The check does see a missing file.
-    gone = next((out / "heatmaps").rglob("*.png"))
+    gone = next((out / "heatmaps").rglob("*.jpg"))
     gone.unlink()
     broken = dump(out / "index.html")
     assert broken.startswith("1|") and gone.name in broken
+    assert dump(alone) == "0|"  # and the single file does not need it
+
+
+def test_single_file_report_carries_its_pictures(tmp_path, metric):
+    """report.html is index.html with each picture inside as a data URI of the same bytes."""
+    dirs = make_methods(tmp_path / "in", {n: {"a b/f é.png": 120 + 9 * i, "g.jpg": 130}
+                                          for i, n in enumerate(["m1", "m2"])})  # fmt: skip
+    out = tmp_path / "r"
+    compare(dirs, out=out, metric=metric, bootstrap=20, quiet=True)
+    linked, inlined = img_srcs(out / "index.html"), img_srcs(out / "report.html")
+    assert len(linked) == len(inlined) == 1 + 2 * 2 * 2  # the plot, image + heatmap per cell
+    for rel, uri in zip(linked, inlined, strict=True):
+        mime = "image/png" if rel == "distribution.png" else "image/jpeg"
+        head, data = uri.split(",", 1)
+        assert head == f"data:{mime};base64", rel
+        assert base64.b64decode(data) == (out / unquote(rel)).read_bytes(), rel
+    strip = re.compile(r"<img [^>]*>")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert strip.sub("", page) == strip.sub("", (out / "index.html").read_text(encoding="utf-8"))
+    assert "rest: the face outside the eyes, nose and mouth" in page
 
 
 def test_no_face_readable_everywhere(tmp_path, capsys):

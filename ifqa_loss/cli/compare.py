@@ -46,7 +46,7 @@ def configure(c: argparse.ArgumentParser) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run ``ifqa compare``: 0 written, 2 usage error, 4 no face readable in every folder."""
-    from ..report import _fmt, compare
+    from ..report import LINKED_PAGE, PAGE, _fmt, compare
 
     try:
         summary = compare(
@@ -70,5 +70,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for rank, r in enumerate(summary["ranking"], 1):
         ci = "" if r["ci_low"] is None else f"  [{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
         print(f"{rank}. {r['method']:<{width}}  {_fmt(r['mean'])}{ci}  wins {r['wins']}")
-    print(f"wrote {Path(summary['out']) / 'index.html'}")
+    out = Path(summary["out"])
+    print(f"wrote {out / PAGE} (one file, pictures inside; {LINKED_PAGE} links to the folder's)")
     return EXIT_OK if meta["n_valid"] else EXIT_ALL_FAILED
