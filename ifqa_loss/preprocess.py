@@ -33,6 +33,29 @@ FAR_MARGIN = 0.25
 FAR_SHARE = 0.05
 
 
+def _layout_hint(shape: tuple[int, ...]) -> str:
+    """How to turn a tensor of ``shape`` into (B, C, H, W), when that is clear; else "".
+
+    Channels are 1, 3 or 4 (RGBA); a dimension of that size next to two larger ones is taken
+    as channels: (C, H, W) wants a batch dimension; (H, W, C) and (B, H, W, C) (channels last,
+    as images are read from files) want their channels moved first."""
+    ch = (1, 3, 4)
+    if len(shape) == 3 and shape[0] in ch:
+        return "; add a batch dimension with x.unsqueeze(0)"
+    if len(shape) == 3 and shape[2] in ch:
+        return (
+            f"; this looks like one (H, W, C) image (channels last): "
+            f"use x.permute(2, 0, 1).unsqueeze(0) to get (1, {shape[2]}, {shape[0]}, {shape[1]})"
+        )
+    if len(shape) == 4 and shape[1] not in ch and shape[3] in ch:
+        b, h, w, c = shape
+        return (
+            f"; this looks like (B, H, W, C) images (channels last): "
+            f"use x.permute(0, 3, 1, 2) to get ({b}, {c}, {h}, {w})"
+        )
+    return ""
+
+
 def check_images(
     x: object,
     input_range: tuple[float, float] = (0.0, 1.0),
@@ -70,9 +93,10 @@ def check_images(
             f"{name} must be a floating-point tensor (got {x.dtype}); "
             f"for uint8 images use x.float() / 255 with input_range=(0, 1)"
         )
-    if x.dim() != 4:
-        hint = "; add a batch dimension with x.unsqueeze(0)" if x.dim() == 3 else ""
-        raise ValueError(f"{name} must be 4-D (B, C, H, W), got shape {tuple(x.shape)}{hint}")
+    hint = _layout_hint(tuple(x.shape))
+    if x.dim() != 4 or hint:
+        what = "4-D (B, C, H, W)" if x.dim() != 4 else "channels first, (B, C, H, W)"
+        raise ValueError(f"{name} must be {what}, got shape {tuple(x.shape)}{hint}")
     b, c, h, w = x.shape
     if b == 0:
         raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)})")

@@ -244,6 +244,22 @@ def test_bad_input(crit, what, x, err, msg):
         crit(x)
 
 
+def test_channels_last_tensors_are_told_the_permute_that_fixes_them(crit):
+    """An (H, W, 3) image or (B, H, W, 3) batch gets the exact call, and that call works."""
+    img = torch.rand(40, 32, 3)
+    with pytest.raises(
+        ValueError, match=r"x\.permute\(2, 0, 1\)\.unsqueeze\(0\) to get \(1, 3, 40, 32\)"
+    ):
+        crit(img)
+    assert torch.isfinite(crit(img.permute(2, 0, 1).unsqueeze(0)))
+    batch = torch.rand(2, 40, 32, 3)
+    with pytest.raises(ValueError, match=r"x\.permute\(0, 3, 1, 2\) to get \(2, 3, 40, 32\)"):
+        crit(batch)
+    assert torch.isfinite(crit(batch.permute(0, 3, 1, 2)))
+    with pytest.raises(ValueError, match=r"unsqueeze\(0\)$"):  # (C, H, W): only the batch
+        crit(torch.rand(3, 40, 32))
+
+
 def test_small_overshoot_and_gray_pass(crit):
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     x[0, 0, 0, 0] = 1.0
