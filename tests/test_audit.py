@@ -285,3 +285,48 @@ def test_audit_command_refuses_bad_input_and_writes_nothing(tmp_path, faces, cap
     err = capsys.readouterr().err
     assert want in err, err
     assert not out.exists()
+
+
+def test_audit_header_says_when_setting_c_did_not_run(tmp_path, faces, capsys):
+    """With --settings A there is no restorer: the header says so instead of '0 faces'."""
+    import json
+
+    from ifqa_loss.cli import main
+
+    test = _write_faces(tmp_path / "test", faces[:1])
+    out = tmp_path / "out"
+    argv = ["audit", str(test), "--settings", "A", "--model", "ifqa-lite", "--judge", "none"]
+    assert main([*argv, "--out", str(out), "--no-progress", *TINY]) == 0
+    text = capsys.readouterr().out
+    assert "setting C not run" in text and "restorer training faces" not in text
+    assert json.loads((out / "audit.json").read_text())["meta"]["train_faces"] is None
+
+
+def test_audit_without_faces_names_the_options(tmp_path, capsys):
+    """No FACES_DIR and no default faces: the message says which option to pass."""
+    from ifqa_loss.cli import main
+
+    argv = ["audit", "--data-root", str(tmp_path / "nowhere"), "--settings", "A"]
+    assert main([*argv, "--out", str(tmp_path / "out"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "no faces folder given: pass FACES_DIR" in err and "--data-root DIR" in err, err
+    assert str(tmp_path / "nowhere") in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_faces_root_is_found_from_any_folder(tmp_path, monkeypatch):
+    """In a source checkout the packaged configs' relative data.root starts at the repository,
+    not at the current folder (from which `ifqa audit` used to miss it)."""
+    from pathlib import Path
+
+    import ifqa_loss
+    from ifqa_loss.train.config import FACES_ENV, load_config
+
+    monkeypatch.delenv(FACES_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    repo = Path(ifqa_loss.__file__).resolve().parents[1]
+    cfg = load_config("lite_cpu")
+    assert cfg.faces_root() == repo / cfg.data.root
+    assert load_config("lite_cpu").faces_root(tmp_path / "x") == tmp_path / "x"  # the option wins
+    monkeypatch.setenv(FACES_ENV, str(tmp_path / "env"))
+    assert cfg.faces_root() == tmp_path / "env"

@@ -164,3 +164,11 @@ def test_strict_json_writes_no_nan_or_infinity_tokens():
     back = json.loads(text, parse_constant=_reject_constant)  # a strict parser's view
     assert back == {"psnr": ["inf", 31.5, "-inf"], "agree": [None, 0.5], "n": 2}
     assert [float(v) for v in back["psnr"]] == [float("inf"), 31.5, float("-inf")]
+
+
+def test_validate_without_faces_names_the_options(tmp_path, capsys):
+    """`ifqa validate` with no faces anywhere says which option to pass, before any model."""
+    assert main(["validate", "--data-root", str(tmp_path / "nowhere")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "no faces folder: pass --data DIR" in err and "--data-root DIR" in err, err
+    assert str(tmp_path / "nowhere") in err

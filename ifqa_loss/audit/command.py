@@ -83,7 +83,9 @@ def choose_faces(args: argparse.Namespace) -> tuple[list[Path], list[Path] | Non
         except (FileNotFoundError, ValueError) as e:
             if args.faces is None:
                 raise FileNotFoundError(
-                    f"no FACES_DIR given and the default held-out faces are not available ({e})"
+                    "no faces folder given: pass FACES_DIR (ifqa audit FACES_DIR, a folder of "
+                    "clean, aligned face crops), or --data-root DIR (or $IFQA_FACES_DIR) for the "
+                    f"held-out faces of config {DEFAULT_CONFIG}, which were not found: {e}"
                 ) from None
     if args.faces is None:
         faces, what = split[1], f"held-out faces of config {DEFAULT_CONFIG}"
@@ -144,6 +146,10 @@ def _other_judges(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
         raise ValueError(f"--judges {args.judges}: {e}") from None
 
 
+def _restorer_faces(n: int | None) -> str:
+    return "setting C not run" if n is None else f"restorer training faces: {n}"
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
     """Resolve everything, check every input, run the audit; returns (result, meta, faces)."""
     from ..metric import IFQAMetric
@@ -178,7 +184,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[
         "judge_weights": judge.weights_origin if judge else None,
         "faces": what,
         "face_files": [os.fspath(f) for f in files],
-        "train_faces": len(train or []),
+        "train_faces": len(train) if train else None,  # None: setting C not run
         "judges": {j.name: j.describe() for j in others},
         "judges_missing": judge_notes,
     }
@@ -187,7 +193,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[
     print(f"# judges of other families: {', '.join(meta['judges']) or 'none'}")
     for note in judge_notes:
         print(f"#   not installed: {note}")
-    print(f"# faces: {len(files)} ({what}); restorer training faces: {meta['train_faces']}")
+    print(f"# faces: {len(files)} ({what}); {_restorer_faces(meta['train_faces'])}")
     ident = identity_distance()
     res = run_audit(
         criterion,
@@ -243,7 +249,8 @@ def configure(a: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FACES_DIR",
         help="folder of clean aligned faces (default: the held-out faces of the bundled "
-        "model's training config, under ../shared/data/faces or $IFQA_FACES_DIR)",
+        "model's training config, under --data-root, else $IFQA_FACES_DIR, else "
+        "../shared/data/faces beside a source checkout)",
     )
     a.add_argument("--out", default="audit", help="output folder (default: audit)")
     a.add_argument("--model", default="auto", help="the loss's model (auto | ifqa | ifqa-lite ...)")

@@ -17,6 +17,17 @@ import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 FACES_ENV = "IFQA_FACES_DIR"
+# The folder holding the ifqa_loss package: in a source checkout, the repository. A relative
+# data.root is taken from there, so that the packaged configs' ../shared/data/faces is found
+# from any current folder; installed as a wheel (no checkout), from the current folder.
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+
+
+def relative_roots_base() -> Path:
+    """Where a relative ``data.root`` starts: the source checkout, else the current folder."""
+    if (PACKAGE_PARENT / "setup.cfg").is_file() and (PACKAGE_PARENT / "ifqa_loss").is_dir():
+        return PACKAGE_PARENT
+    return Path.cwd()
 
 
 @dataclass
@@ -45,7 +56,8 @@ class DataConfig:
     """Where the clean aligned faces are and which of them are held out.
 
     ``root`` is resolved in this order: the ``--data-root`` option, ``$IFQA_FACES_DIR``, this
-    value (relative paths are taken from the current directory). ``train`` holds glob patterns
+    value (a relative one is taken from the repository in a source checkout, else from the
+    current directory: see ``relative_roots_base``). ``train`` holds glob patterns
     relative to the root; ``val`` holds held-out files relative to the root, which are removed
     from the training set even when a pattern matches them. ``exclude`` holds glob patterns of
     files used for neither (e.g. paintings in a folder of photographs).
@@ -275,8 +287,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def faces_root(self, override: str | os.PathLike | None = None) -> Path:
-        """The faces folder: ``override``, else ``$IFQA_FACES_DIR``, else ``data.root``."""
-        return Path(override or os.environ.get(FACES_ENV) or self.data.root).expanduser()
+        """The faces folder: ``override``, else ``$IFQA_FACES_DIR``, else ``data.root`` (a
+        relative ``data.root`` from :func:`relative_roots_base`)."""
+        if override or os.environ.get(FACES_ENV):
+            return Path(override or os.environ[FACES_ENV]).expanduser()
+        root = Path(self.data.root).expanduser()
+        return root if root.is_absolute() else relative_roots_base() / root
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

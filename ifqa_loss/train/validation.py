@@ -335,6 +335,12 @@ def _faces_from_args(args: argparse.Namespace) -> tuple[list[Path], str]:
         return files, f"all images under {args.data}"
     cfg = load_config(args.config)
     root = cfg.faces_root(args.data_root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"no faces folder: pass --data DIR (a folder of clean, aligned face crops), or "
+            f"--data-root DIR (or $IFQA_FACES_DIR) for the held-out faces of config "
+            f"{args.config}; {root} does not exist"
+        )
     _, val = split_faces(root, cfg.data)
     if not val:
         raise ValueError(
