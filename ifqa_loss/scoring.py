@@ -180,6 +180,9 @@ def _progress(total: int, enabled: bool | None):
         disable=(not sys.stderr.isatty()) if enabled is None else not enabled,
         dynamic_ncols=True,
         smoothing=0.1,
+        # tqdm's own rate, always in images/s (not s/img below 1/s); --align adds faces/s.
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
+        "{rate_noinv_fmt}{postfix}]",
     )
 
 
@@ -270,11 +273,9 @@ def score_paths(
                         rec.pop("map", None)
             faces_done += len(scored)
             bar.update(len(items) + len(errors))
-            elapsed = max(time.perf_counter() - start, 1e-9)
-            rate = f"{bar.n / elapsed:.1f} img/s"
             if align is not None:
-                rate += f", {faces_done / elapsed:.1f} faces/s"
-            bar.set_postfix_str(rate, refresh=False)
+                elapsed = max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix_str(f"{faces_done / elapsed:.1f} faces/s", refresh=False)
     return [rec for recs in per_file for rec in recs]
 
 

@@ -172,3 +172,11 @@ def test_validate_without_faces_names_the_options(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no faces folder: pass --data DIR" in err and "--data-root DIR" in err, err
     assert str(tmp_path / "nowhere") in err
+
+
+def test_progress_bar_shows_the_rate_once_in_images_per_second(folder, capsys):
+    """The bar showed tqdm's rate and a second one of its own (``2.76img/s, 2.8 img/s``)."""
+    files = [str(folder / "good0.png"), str(folder / "good1.png")]
+    assert main(["score", *files, "--model", "ifqa-lite", "--device", "cpu", "--progress"]) == 0
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "2/2" in last and last.count("img/s") == 1 and "s/img" not in last, last
