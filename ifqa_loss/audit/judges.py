@@ -124,7 +124,7 @@ def _ms_ssim() -> JudgeFn:
         # four at 128 px), their standard weights renormalised by piq.
         side = min(images.shape[-2:])
         levels = max(1, min(5, int(np.floor(np.log2((side - 1) / 10))) + 1))
-        w = torch.tensor(MS_SSIM_WEIGHTS[:levels], dtype=images.dtype)
+        w = torch.tensor(MS_SSIM_WEIGHTS[:levels], dtype=images.dtype, device=images.device)
         return piq.multi_scale_ssim(
             images, clean.float(), data_range=1.0, reduction="none", scale_weights=w
         )
