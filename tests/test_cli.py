@@ -180,3 +180,23 @@ def test_progress_bar_shows_the_rate_once_in_images_per_second(folder, capsys):
     assert main(["score", *files, "--model", "ifqa-lite", "--device", "cpu", "--progress"]) == 0
     last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert "2/2" in last and last.count("img/s") == 1 and "s/img" not in last, last
+
+
+def test_missing_paths_are_reported_before_the_model_loads(folder, monkeypatch, capsys):
+    """A mistyped folder used to load the model, then say 'no such image file'."""
+    import ifqa_loss.cli.score as score
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(score, "_build_metric", no_model)
+    typo = str(folder.parent / "facse")
+    assert main(["score", typo, "--model", "ifqa-lite"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"no such file or folder: {typo} (nothing to score)" in err, err
+    monkeypatch.undo()
+    rc = main(["score", typo, str(folder / "good0.png"), "--model", "ifqa-lite"])
+    assert rc == EXIT_SOME_FAILED
+    captured = capsys.readouterr()
+    assert f"no such file or folder: {typo} (reported as failed)" in captured.err
+    assert f"{typo}\tERROR" in captured.out

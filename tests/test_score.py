@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ifqa_loss.cli import EXIT_ALL_FAILED, EXIT_OK, EXIT_SOME_FAILED, main
+from ifqa_loss.cli import EXIT_ALL_FAILED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from ifqa_loss.heatmap import colorize
 
 LITE = ["--model", "ifqa-lite", "--device", "cpu"]
@@ -89,8 +89,8 @@ def test_explicit_non_image_is_an_error_and_all_failed_code(mixed, tmp_path, cap
     assert rc == EXIT_OK and len(rows_of(out_csv)[1]) == 3
     capsys.readouterr()
     rc = main(["score", str(mixed / "does-not-exist.png"), *LITE])
-    assert rc == EXIT_ALL_FAILED
-    assert "no such image file" in capsys.readouterr().out
+    assert rc == EXIT_USAGE  # said before the model loads (tests/test_cli.py)
+    assert "no such file or folder" in capsys.readouterr().err
 
 
 def test_gray_rgba_and_16_bit_score_like_their_8_bit_rgb(tmp_path):

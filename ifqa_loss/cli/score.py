@@ -323,8 +323,11 @@ def _write_results(args, meta: dict, summary: dict, records: list[dict], skipped
         atomic_write_text(args.json, strict_json(doc))
 
 
-def cmd_score(args: argparse.Namespace) -> int:
-    rank, world, local_rank = _distributed()
+def _inputs(args: argparse.Namespace, rank: int) -> tuple[list[str], list[str]] | None:
+    """(files to score, files skipped), or None after saying why there is nothing to score.
+
+    Named paths that do not exist are reported at once, before the model loads: when none
+    exists, there is nothing to score; otherwise they become failed records."""
     paths, skipped = _expand(args.paths, args.recursive)
     if not paths:
         print(
@@ -332,12 +335,31 @@ def cmd_score(args: argparse.Namespace) -> int:
             f"folders and globs: {', '.join(sorted(IMAGE_EXTS))})",
             file=sys.stderr,
         )
-        return EXIT_USAGE
+        return None
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing and rank == 0:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        then = "nothing to score" if len(missing) == len(paths) else "reported as failed"
+        print(
+            f"ifqa score: no such file or folder: {', '.join(missing[:3])}{more} ({then})",
+            file=sys.stderr,
+        )
+    if len(missing) == len(paths):
+        return None
     if skipped and rank == 0:
         print(
             f"ifqa score: skipped {len(skipped)} non-image file(s), e.g. {skipped[0]}",
             file=sys.stderr,
         )
+    return paths, skipped
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    rank, world, local_rank = _distributed()
+    inputs = _inputs(args, rank)
+    if inputs is None:
+        return EXIT_USAGE
+    paths, skipped = inputs
     try:
         align = _align_options(args)
     except ImportError as e:
