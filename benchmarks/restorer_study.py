@@ -1,0 +1,426 @@
+"""What does IFQA do for a restorer? Train one with each form of IFQA and judge it with others.
+
+A small U-Net restorer (``ifqa_loss.audit.restorer.UNetRestorer``, 1.7 M parameters, most at low
+resolution) is pre-trained with L1 on blind-degraded faces (blur, down-up, noise, JPEG at random
+strengths), then fine-tuned from those weights, on the same batches, once per branch:
+
+- ``l1``: L1 alone;
+- ``features``: L1 + w x matching of the frozen ``ifqa-lite`` features of the output to those of
+  the clean face (the full-reference form);
+- ``frozen``: L1 + w x the region-weighted non-saturating term of the frozen ``ifqa-lite``
+  (the no-reference form as a GAN term, never updated);
+- ``cotrained``: L1 + w x the same term from ``IFQAAdversarialLoss``, whose discriminator starts
+  from ``ifqa-lite`` and takes one step per restorer step (its defaults: Adam 1e-4, lazy R1,
+  augmentation);
+- ``random``: the same with the discriminator started from random weights (does IFQA's
+  training help?).
+
+Every branch runs the discriminator at the crop's own size (128 px crops of 256 px faces: the
+scale ``ifqa-lite`` was trained at). The held-out faces (16, the audit's, never trained on,
+each under 4 fixed blind degradations) are restored at 256 px and measured with what no branch
+optimises: PSNR/SSIM, NIQE and the other judges of :mod:`ifqa_loss.audit.judges`, the separate
+``ifqa-judge``, dlib's identity distance, sharpness and colour shift. The discriminator's pixel
+accuracy on real and restored crops is logged every step.
+
+The models are pinned: the first run copies the bundled ``ifqa-lite`` and ``ifqa-judge`` files
+into ``OUT/pinned`` and every run uses those copies (their sha256 is in each result).
+Resumable: each run saves a checkpoint every ``--save-every`` steps and its result when done;
+running the script again skips finished runs and continues unfinished ones. Run in parts with
+``--only NAME[,NAME]``; ``--list`` shows the plan and what is done. One job at a time.
+
+    python benchmarks/restorer_study.py --out study            # everything (about 6 h alone)
+    python benchmarks/restorer_study.py --out study --only l1_s0,cotrained_0.01_s0
+    python benchmarks/restorer_study_report.py --out study      # table, curves, picture grid
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ifqa_loss._io import atomic_write_text, strict_json
+from ifqa_loss.adversarial import IFQAAdversarialLoss
+from ifqa_loss.audit.judges import resolve as resolve_judges
+from ifqa_loss.audit.measures import measure, quantize_t
+from ifqa_loss.audit.restorer import UNetRestorer
+from ifqa_loss.train.validation import degrade
+from ifqa_loss.weights import find_weights
+
+
+@dataclass(frozen=True)
+class Run:
+    """One fine-tuning run of the plan."""
+
+    branch: str
+    weight: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.branch}_s{self.seed}" if self.branch == "l1" else (
+            f"{self.branch}_{self.weight:g}_s{self.seed}"
+        )  # fmt: skip
+
+
+# Weights chosen before any run (no tuning on the held-out faces); the second of each list is
+# the branch's recommended weight, which also runs with seed 1. Ordered so that a partial study
+# answers the main question first.
+WEIGHTS = {
+    "cotrained": (0.003, 0.01, 0.03),
+    "random": (0.01, 0.03),
+    "frozen": (0.01, 0.03),
+    "features": (0.1, 0.5),
+}
+RECOMMENDED = {"cotrained": 0.01, "random": 0.01, "frozen": 0.01, "features": 0.5}
+
+
+def plan() -> list[Run]:
+    first = [Run("l1", 0.0, 0)] + [Run(b, RECOMMENDED[b], 0) for b in WEIGHTS]
+    rest = [Run(b, w, 0) for b, ws in WEIGHTS.items() for w in ws if w != RECOMMENDED[b]]
+    seeds = [Run("l1", 0.0, 1)] + [Run(b, RECOMMENDED[b], 1) for b in WEIGHTS]
+    return first + rest + seeds
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def blind_degrade(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Blur (sigma 0.5-3), down-up (x1-4), noise (0-10/255), JPEG (q 40-90), in that order."""
+    out = degrade(img, "blur", rng.uniform(0.5, 3.0))
+    out = degrade(out, "downup", rng.uniform(1.0, 4.0))
+    out = degrade(out, "noise", rng.uniform(0.0, 10.0), seed=int(rng.integers(1 << 30)))
+    return degrade(out, "jpeg", rng.uniform(40.0, 90.0))
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.numpy().transpose(1, 2, 0), dtype=np.float32)
+
+
+def _t(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+def training_batch(
+    faces: torch.Tensor, seed: int, step: int, batch: int, crop: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(degraded, clean) crops; a function of (seed, step) only, so a resumed run sees the same."""
+    rng = np.random.default_rng([seed, step])
+    lqs, gts = [], []
+    for _ in range(batch):
+        g = faces[int(rng.integers(len(faces)))]
+        g = g.flip(-1) if rng.random() < 0.5 else g
+        lq = _t(blind_degrade(_np(g), rng))
+        y, x = (int(v) for v in rng.integers(0, g.shape[-1] - crop + 1, size=2))
+        lqs.append(lq[:, y : y + crop, x : x + crop])
+        gts.append(g[:, y : y + crop, x : x + crop])
+    return torch.stack(lqs), torch.stack(gts)
+
+
+def held_out_cases(faces: torch.Tensor, per_face: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each held-out face under ``per_face`` fixed blind degradations: (degraded, clean)."""
+    lqs, gts = [], []
+    for i, g in enumerate(faces):
+        for k in range(per_face):
+            lqs.append(_t(blind_degrade(_np(g), np.random.default_rng([12345, i, k]))))
+            gts.append(g)
+    return torch.stack(lqs), torch.stack(gts)
+
+
+def load_split(data_root: str | None, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training faces, held-out faces) of the ``harden_cpu`` split, as (N, 3, size, size)."""
+    from ifqa_loss.audit.measures import prepare_faces
+    from ifqa_loss.train.config import load_config
+    from ifqa_loss.train.data import load_face, split_faces
+
+    cfg = load_config("harden_cpu")
+    train, held = split_faces(cfg.faces_root(data_root), cfg.data)
+    return tuple(prepare_faces([load_face(f, size) for f in fs], size) for fs in (train, held))
+
+
+# --- models and terms ---------------------------------------------------------------------------
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pinned(out: Path) -> dict[str, Path]:
+    """The study's copies of the bundled models (made on first use, then never replaced)."""
+    folder = out / "pinned"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in ("ifqa-lite", "ifqa-judge"):
+        p = folder / f"{name}.pinned.safetensors"  # another name: no registry digest check
+        if not p.exists():
+            shutil.copyfile(find_weights(name), p)
+        paths[name] = p
+    return paths
+
+
+def make_term(run: Run, weights: Path) -> IFQAAdversarialLoss | None:
+    """The branch's IFQA term (None for ``l1``); trained only for cotrained/random."""
+    if run.branch == "l1":
+        return None
+    kw = {"resize": False}
+    if run.branch == "features":
+        return IFQAAdversarialLoss(
+            "ifqa-lite", weights, loss_weight=0.0, feature_weight=run.weight, **kw
+        )
+    if run.branch == "random":
+        return IFQAAdversarialLoss("ifqa-lite", pretrained=False, loss_weight=run.weight, **kw)
+    return IFQAAdversarialLoss("ifqa-lite", weights, loss_weight=run.weight, **kw)
+
+
+def trains_discriminator(run: Run) -> bool:
+    return run.branch in ("cotrained", "random")
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    """What every run shares (recorded in each result)."""
+
+    size: int = 256
+    crop: int = 128
+    batch: int = 4
+    lr: float = 5e-4
+    warmup: int = 400
+    steps: int = 1000
+    save_every: int = 100
+    threads: int = 1
+
+
+def restorer_step(
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    term: IFQAAdversarialLoss | None,
+    lq: torch.Tensor,
+    gt: torch.Tensor,
+) -> torch.Tensor:
+    """One restorer update with L1 (+ the IFQA term); returns the detached output."""
+    out = net(lq)
+    loss = F.l1_loss(out, gt)
+    if term is not None:
+        loss = loss + term(out, gt)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return out.detach()
+
+
+def warmed_up(out: Path, faces: torch.Tensor, seed: int, st: Settings) -> dict:
+    """The L1-pretrained restorer of ``seed`` (trained once, then read from ``OUT/warmup``)."""
+    path = out / "warmup" / f"seed{seed}_{st.warmup}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    torch.manual_seed(seed)
+    net = UNetRestorer()
+    opt = torch.optim.Adam(net.parameters(), lr=st.lr)
+    for step in range(st.warmup):
+        lq, gt = training_batch(faces, seed + 1000, step, st.batch, st.crop)
+        restorer_step(net, opt, None, lq, gt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return net.state_dict()
+
+
+def _checkpoint(folder: Path, step: int, net, opt, term, log: list[dict]) -> None:
+    state = {"step": step, "net": net.state_dict(), "opt": opt.state_dict(), "log": log}
+    if term is not None:
+        state["term"] = term.state_dict()
+    tmp = folder / "ckpt.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(folder / "ckpt.pt")
+
+
+def _resume(folder: Path, net, opt, term) -> tuple[int, list[dict]]:
+    path = folder / "ckpt.pt"
+    if not path.exists():
+        return 0, []
+    state = torch.load(path, weights_only=True)
+    net.load_state_dict(state["net"])
+    opt.load_state_dict(state["opt"])
+    if term is not None:
+        term.load_state_dict(state["term"])
+    return int(state["step"]), list(state["log"])
+
+
+def fine_tune(run: Run, out: Path, faces: torch.Tensor, weights: Path, st: Settings):
+    """Fine-tune ``run`` from its seed's warm-up; resumes from the run's checkpoint."""
+    folder = out / "runs" / run.name
+    folder.mkdir(parents=True, exist_ok=True)
+    net = UNetRestorer()
+    net.load_state_dict(warmed_up(out, faces, run.seed, st))
+    opt = torch.optim.Adam(net.parameters(), lr=st.lr)
+    term = make_term(run, weights)
+    start, log = _resume(folder, net, opt, term)
+    t0 = time.time()
+    for step in range(start, st.steps):
+        torch.manual_seed(run.seed * 100_003 + step)  # the augmentation's draws, for resuming
+        lq, gt = training_batch(faces, run.seed, st.warmup + step, st.batch, st.crop)
+        fake = restorer_step(net, opt, term, lq, gt)
+        if term is not None and trains_discriminator(run):
+            log.append({"step": step, **term.discriminator_step(gt, fake)})
+        if (step + 1) % st.save_every == 0 or step + 1 == st.steps:
+            _checkpoint(folder, step + 1, net, opt, term, log)
+            rate = (time.time() - t0) / (step + 1 - start)
+            print(f"  {run.name}: step {step + 1}/{st.steps}, {rate:.2f} s/step", flush=True)
+    return net.eval(), term, log
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+class Measures:
+    """Everything a run is judged by (nothing a branch optimises); built once."""
+
+    def __init__(self, paths: dict[str, Path]) -> None:
+        from ifqa_loss import IFQAMetric
+        from ifqa_loss.audit.identity import identity_distance
+
+        self.own = IFQAMetric("ifqa-lite", weights=paths["ifqa-lite"], batch_size=8)
+        self.judge = IFQAMetric("ifqa-judge", weights=paths["ifqa-judge"], batch_size=8)
+        self.identity = identity_distance()
+        self.judges, self.missing = resolve_judges("auto")
+
+    def __call__(self, x: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = [
+            measure(a, b, self.own, self.judge, self.identity, self.judges)
+            for a, b in zip(x.split(8), clean.split(8), strict=True)
+        ]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def restore(net: torch.nn.Module, lq: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return quantize_t(torch.cat([net(x) for x in lq.split(8)]))
+
+
+def summary(m: dict[str, torch.Tensor], log: list[dict], steps: int) -> dict:
+    """Means of the measures; colour as the mean absolute channel shift (1/255)."""
+    row = {k: float(v.double().mean()) for k, v in m.items() if k != "colour"}
+    row["colour"] = float(m["colour"].abs().double().mean())
+    late = [r for r in log if r["step"] >= steps // 10]
+    for k in ("acc_real", "acc_fake"):
+        if late:
+            row[f"d_{k}"] = float(np.mean([r[k] for r in late]))
+            row[f"d_{k}_window_min"] = _window(late, k, min)
+            row[f"d_{k}_window_max"] = _window(late, k, max)
+    return row
+
+
+def _window(rows: list[dict], key: str, pick, width: int = 50) -> float:
+    """The lowest or highest (``pick``) mean of ``key`` over ``width`` consecutive steps."""
+    v = np.array([r[key] for r in rows])
+    if len(v) < width:
+        return float(v.mean())
+    return float(pick(np.convolve(v, np.ones(width) / width, mode="valid")))
+
+
+# --- the study ----------------------------------------------------------------------------------
+
+
+def _uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def baseline(out: Path, measures: Measures, lq: torch.Tensor, gt: torch.Tensor) -> None:
+    """Measures of the degraded inputs and the clean faces (once), and the inputs themselves."""
+    path = out / "baseline.json"
+    if path.exists():
+        return
+    rows = {name: summary(measures(x, gt), [], 0) for name, x in (("input", lq), ("clean", gt))}
+    torch.save({"lq": _uint8(lq), "gt": _uint8(gt)}, out / "cases.pt")
+    atomic_write_text(path, strict_json(rows))
+
+
+def run_one(run: Run, out: Path, data: dict, measures: Measures, st: Settings) -> dict:
+    """Fine-tune, restore the held-out cases, measure, write ``runs/NAME/result.json``."""
+    t0 = time.time()
+    paths = data["pinned"]
+    net, _, log = fine_tune(run, out, data["train"], paths["ifqa-lite"], st)
+    x = restore(net, data["lq"])
+    m = measures(x, data["gt"])
+    folder = out / "runs" / run.name
+    torch.save(_uint8(x), folder / "outputs.pt")
+    result = {
+        "run": {**asdict(run), "name": run.name},
+        "settings": asdict(st),
+        "pinned_sha256": {k: _sha(p) for k, p in paths.items()},
+        "summary": summary(m, log, st.steps),
+        "per_case": {k: v.double().tolist() for k, v in m.items()},
+        "d_log": log,
+        "seconds_this_part": round(time.time() - t0, 1),
+        "judges_missing": measures.missing,
+    }
+    atomic_write_text(folder / "result.json", strict_json(result))
+    return result
+
+
+def status(out: Path) -> list[tuple[Run, str]]:
+    rows = []
+    for r in plan():
+        folder = out / "runs" / r.name
+        if (folder / "result.json").exists():
+            rows.append((r, "done"))
+        elif (folder / "ckpt.pt").exists():
+            step = torch.load(folder / "ckpt.pt", weights_only=True)["step"]
+            rows.append((r, f"at step {step}"))
+        else:
+            rows.append((r, "to do"))
+    return rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    a = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    a.add_argument("--out", default="study", help="folder for checkpoints and results")
+    a.add_argument("--only", help="comma-separated run names (see --list); default: all")
+    a.add_argument("--list", action="store_true", help="print the plan and what is done")
+    a.add_argument("--data-root", help="the faces folder (default: ../shared/data/faces)")
+    st = Settings()
+    for k, v in asdict(st).items():
+        a.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
+    return a.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    if args.list:
+        for r, state in status(out):
+            print(f"{r.name:24s} {state}")
+        return 0
+    st = Settings(**{k: getattr(args, k) for k in asdict(Settings())})
+    torch.set_num_threads(st.threads)
+    names = {r.name for r in plan()}
+    only = set(args.only.split(",")) if args.only else names
+    if only - names:
+        print(f"unknown runs {sorted(only - names)}; see --list", file=sys.stderr)
+        return 2
+    train, held = load_split(args.data_root, st.size)
+    lq, gt = held_out_cases(held)
+    data = {"train": train, "lq": lq, "gt": gt, "pinned": pinned(out)}
+    measures = Measures(data["pinned"])
+    baseline(out, measures, lq, gt)
+    for run, state in status(out):
+        if run.name in only and state != "done":
+            print(f"{run.name}: {state}", flush=True)
+            res = run_one(run, out, data, measures, st)
+            print(f"{run.name}: {json.dumps(res['summary'])}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The restorer study's parts: its U-Net, its plan, its batches and its resumable runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ifqa_loss.audit.restorer import UNetRestorer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def study():
+    path = REPO / "benchmarks" / "restorer_study.py"
+    spec = importlib.util.spec_from_file_location("restorer_study", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["restorer_study"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_unet_restorer_starts_as_the_identity_and_keeps_the_shape():
+    net = UNetRestorer()
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.equal(net(x), x)
+    params = sum(p.numel() for p in net.parameters())
+    low = sum(p.numel() for n, p in net.named_parameters() if n.startswith(("mid", "enc.3")))
+    assert low > 0.5 * params  # most of the capacity at low resolution
+    with pytest.raises(ValueError, match="multiples of 8"):
+        net(torch.rand(1, 3, 60, 60))
+
+
+def test_plan_has_every_branch_curve_and_two_seeds_at_the_recommended_weights(study):
+    runs = study.plan()
+    names = [r.name for r in runs]
+    assert len(names) == len(set(names))
+    for branch, weights in study.WEIGHTS.items():
+        assert {r.weight for r in runs if r.branch == branch} == set(weights)
+        assert len(weights) >= 2
+        seeds = {
+            r.seed for r in runs if r.branch == branch and r.weight == study.RECOMMENDED[branch]
+        }
+        assert seeds == {0, 1}
+    assert len(study.WEIGHTS["cotrained"]) == 3
+    assert {r.seed for r in runs if r.branch == "l1"} == {0, 1}
+
+
+def test_training_batches_depend_on_seed_and_step_only(study):
+    faces = torch.rand(3, 3, 96, 96)
+    a = study.training_batch(faces, 0, 5, 2, 64)
+    b = study.training_batch(faces, 0, 5, 2, 64)
+    c = study.training_batch(faces, 0, 6, 2, 64)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(a[1], c[1])
+    assert a[0].shape == a[1].shape == (2, 3, 64, 64)
+
+
+def test_only_the_co_trained_branches_train_their_discriminator(study):
+    assert study.make_term(study.Run("l1", 0.0, 0), None) is None
+    for branch, trains in (("features", False), ("frozen", False), ("cotrained", True)):
+        assert study.trains_discriminator(study.Run(branch, 0.01, 0)) is trains
+    random = study.make_term(study.Run("random", 0.01, 0), None)
+    assert random.weights_origin == "random initialisation"
+    feats = study.make_term(study.Run("features", 0.5, 0), None)
+    assert feats.loss_weight == 0.0 and feats.feature_weight == 0.5
+
+
+def test_a_run_resumes_from_its_checkpoint(study, tmp_path):
+    faces = torch.rand(3, 3, 96, 96)
+    st = study.Settings(size=96, crop=64, batch=2, warmup=1, steps=2, save_every=1)
+    run = study.Run("cotrained", 0.01, 0)
+    _, _, log = study.fine_tune(run, tmp_path, faces, None, st)
+    assert [r["step"] for r in log] == [0, 1]
+    assert {"acc_real", "acc_fake", "d_loss"} <= set(log[0])
+    longer = study.Settings(size=96, crop=64, batch=2, warmup=1, steps=3, save_every=1)
+    _, term, log = study.fine_tune(run, tmp_path, faces, None, longer)
+    assert [r["step"] for r in log] == [0, 1, 2]  # steps 0-1 read back, step 2 trained
+    assert term.d_steps == 3
