@@ -94,6 +94,7 @@ def resolve_model(
                     "ifqa_loss: original IFQA weights not found; using the bundled model %r "
                     "(pass model='ifqa' with weights=PATH for the original metric)",
                     model,
+                    extra={"auto_fallback": model},  # the CLI says it in its "# model:" line
                 )
     cfg = get_model_config(model)
     net = load_discriminator(model, weights=weights, device=device)

@@ -57,6 +57,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 TRAINER_COMMANDS = {"train": "train a new discriminator", "validate": "validate one"}
 
 
+# Commands whose "# model:" line says when --model auto fell back to a bundled model; the
+# library's warning of that fallback would repeat it, so they drop it.
+MODEL_LINE_COMMANDS = ("score", "compare")
+
+
+def _said_in_model_line(record: logging.LogRecord) -> bool:
+    return not hasattr(record, "auto_fallback")
+
+
 def _command_in(argv: list[str]) -> str | None:
     """The sub-command named on the command line (the top level has only flag options)."""
     return next((a for a in argv if not a.startswith("-")), None)
@@ -103,8 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.func is None:
         return _run_trainer(args.entry, args.rest)
+    library_log = logging.getLogger("ifqa_loss")
+    if args.command in MODEL_LINE_COMMANDS:
+        library_log.addFilter(_said_in_model_line)  # for this command only
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, TypeError) as e:
         print(f"ifqa {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        library_log.removeFilter(_said_in_model_line)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .score import model_line
+
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_ALL_FAILED = 4
@@ -64,7 +66,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"ifqa compare: {e}", file=sys.stderr)
         return EXIT_USAGE
     meta = summary["meta"]
-    print(f"# model: {meta['model']}  weights: {meta['weights_origin']}  device: {meta['device']}")
+    print(model_line(meta["model"], meta["weights_origin"], meta["device"], args))
     print(f"# faces: {meta['n_faces']} compared, {meta['n_excluded']} excluded (unreadable)")
     width = max(len(r["method"]) for r in summary["ranking"])
     for rank, r in enumerate(summary["ranking"], 1):

@@ -190,6 +190,18 @@ def _score_meta(metric, world: int, align) -> dict:
     return meta
 
 
+def model_line(model: str, weights: str, device: str, args: argparse.Namespace) -> str:
+    """The ``# model:`` line of ``score`` and ``compare``; when ``--model auto`` fell back to a
+    bundled model, it says so (instead of a log warning beside it: see ``cli.main``)."""
+    line = f"# model: {model}  weights: {weights}  device: {device}"
+    if args.model == "auto" and args.weights is None and model != "ifqa":
+        line += (
+            "  (auto: the original IFQA weights were not found; --model ifqa --weights PATH "
+            "scores with the original metric)"
+        )
+    return line
+
+
 def _group_by_file(records: list[dict], align: bool) -> list[list[dict]]:
     """Split one rank's records into one list per input file (a face 0 starts a photo)."""
     if not align:
@@ -370,7 +382,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         _init_distributed(metric)
     meta = _score_meta(metric, world, align)
     if rank == 0:
-        print(f"# model: {meta['model']}  weights: {meta['weights']}  device: {meta['device']}")
+        print(model_line(meta["model"], meta["weights"], meta["device"], args))
     try:
         records = _score_all(args, metric, paths, rank, world, align)
     except KeyboardInterrupt:
