@@ -79,7 +79,7 @@ def has_face(rgb: np.ndarray) -> bool:
     size = (max(16, round(w * scale)), max(16, round(h * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     small = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=interp)
-    return bool(detect_faces(small, upsample=1))
+    return bool(detect_faces(small, upsample=0))
 
 
 def image_flag(rgb: np.ndarray, check_face: bool = False) -> str | None:
