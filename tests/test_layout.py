@@ -1,0 +1,102 @@
+"""The package's import graph, read from the source: imports run one way and never in a circle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent / "ifqa_loss"
+# The base knows nothing of what is built on it (docs: design, "One direction of imports").
+BASE = ("models", "weights", "preprocess", "masks", "_io", "heatmap")
+ABOVE = ("loss", "metric", "adversarial", "scoring", "report", "cli", "train", "integrations")
+ABOVE += ("audit",)
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted name (without the ``ifqa_loss.`` prefix; "" for the package) -> file."""
+    out = {}
+    for f in sorted(PKG.rglob("*.py")):
+        parts = list(f.relative_to(PKG).with_suffix("").parts)
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return out
+
+
+def _imported(node: ast.AST, here: list[str]) -> list[str]:
+    """Absolute dotted names an import statement in package ``here`` may refer to (a module,
+    or a module's attribute: ``from .x import y`` gives ``x`` and ``x.y``)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = (node.module or "").split(".")
+    if node.level:
+        base = ["ifqa_loss", *here[: len(here) - node.level + 1], *base]
+    base = [p for p in base if p]
+    return [".".join(base), *(".".join([*base, a.name]) for a in node.names)]
+
+
+def _imports(name: str, f: Path, mods: dict[str, Path], top_level_only: bool) -> set[str]:
+    """The package's modules that ``name`` imports (inside functions too, unless told)."""
+    tree = ast.parse(f.read_text(encoding="utf-8"))
+    here = name.split(".") if name else []
+    if f.name != "__init__.py":
+        here = here[:-1]
+    found = set()
+    for node in tree.body if top_level_only else ast.walk(tree):
+        for t in _imported(node, here):
+            if t != "ifqa_loss" and not t.startswith("ifqa_loss."):
+                continue
+            t = t.removeprefix("ifqa_loss").lstrip(".")
+            while t not in mods and "." in t:
+                t = t.rsplit(".", 1)[0]
+            if t in mods and t != name:
+                found.add(t)
+    return found
+
+
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_the_base_imports_nothing_built_on_it():
+    mods = _modules()
+    upward = [
+        f"{m} -> {t}"
+        for m, f in mods.items()
+        if _under(m, BASE)
+        for t in _imports(m, f, mods, top_level_only=False)
+        if _under(t, ABOVE)
+    ]
+    assert upward == []
+    # The graph was read: known edges are there, a lazy import (inside a function) included.
+    assert {"masks", "preprocess"} <= _imports("loss", mods["loss"], mods, top_level_only=True)
+    assert "metric" in _imports("cli.score", mods["cli.score"], mods, top_level_only=False)
+
+
+def test_no_import_cycle_at_module_level():
+    mods = _modules()
+    graph = {m: _imports(m, f, mods, top_level_only=True) for m, f in mods.items()}
+    done: set[str] = set()
+
+    def visit(m: str, path: list[str]) -> None:
+        if m in path:
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(m) :], m]))
+        if m in done:
+            return
+        for t in sorted(graph[m]):
+            visit(t, [*path, m])
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m, [])
+
+
+def test_only_integrations_import_basicsr():
+    users = sorted(
+        str(f.relative_to(PKG))
+        for f in PKG.rglob("*.py")
+        if "integrations" not in f.relative_to(PKG).parts
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8")))
+        if any(n.split(".")[0] == "basicsr" for n in _imported(node, ["?"]))
+    )
+    assert users == []
