@@ -201,6 +201,10 @@ class IFQAAdversarialLoss(nn.Module):
     def weights_origin(self) -> str:
         return getattr(self.net, "weights_origin", "unknown")
 
+    def __repr__(self) -> str:
+        # One line, as a loss prints in a log (the network's layers: ``print(adv.net)``).
+        return f"{type(self).__name__}({self.extra_repr()})"
+
     def extra_repr(self) -> str:
         return (
             f"model={self.model_name!r}, start={self.weights_origin!r}, "

@@ -171,3 +171,9 @@ def test_unclamped_outputs_warn_once_and_still_train():
     with pytest.warns(UserWarning, match="warned once"):
         loss = adv(x)
     assert torch.isfinite(loss)
+
+
+def test_repr_is_one_line_naming_the_start_and_weights():
+    text = repr(IFQAAdversarialLoss("ifqa-lite", pretrained=False, loss_weight=0.03))
+    assert "\n" not in text
+    assert "ifqa-lite" in text and "random initialisation" in text and "0.03" in text

@@ -330,3 +330,35 @@ def test_default_faces_root_is_found_from_any_folder(tmp_path, monkeypatch):
     assert load_config("lite_cpu").faces_root(tmp_path / "x") == tmp_path / "x"  # the option wins
     monkeypatch.setenv(FACES_ENV, str(tmp_path / "env"))
     assert cfg.faces_root() == tmp_path / "env"
+
+
+# --- the co-trained (adversarial) branch of setting C -----------------------------------------
+
+
+def test_setting_c_co_trains_the_discriminator_and_logs_its_accuracy(faces):
+    from ifqa_loss import IFQAAdversarialLoss
+
+    adv = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0)
+    start = [p.detach().clone() for p in adv.net.parameters()]
+    own = IFQAMetric(model=ContrastD(), device="cpu")
+    opts = AuditOptions(**{**OPTS, "settings": "C", "ifqa_weight": 0.01})
+    res = run_audit(adv, faces[:2], own=own, train_faces=faces[2:], options=opts)
+    log = res["discriminator_log"]
+    assert len(log) == OPTS["restorer_steps"]  # one discriminator step per restorer step
+    assert all(0.0 <= r["acc_fake"] <= 1.0 and 0.0 <= r["acc_real"] <= 1.0 for r in log)
+    pooled = next(r for r in res["rows"] if r["setting"] == "C" and r["degradation"] == "all")
+    assert {"d_acc_fake_first", "d_acc_fake_rest", "d_acc_real_first"} <= set(pooled)
+    moved = [not torch.equal(a, b) for a, b in zip(start, adv.net.parameters(), strict=True)]
+    assert any(moved)
+    from ifqa_loss.audit.report import format_table
+
+    assert "co-trained discriminator, pixel accuracy" in format_table(res)
+
+
+def test_a_co_trained_loss_is_refused_outside_setting_c(faces):
+    from ifqa_loss import IFQAAdversarialLoss
+
+    adv = IFQAAdversarialLoss("ifqa-lite", resize=False)
+    own = IFQAMetric(model=ContrastD(), device="cpu")
+    with pytest.raises(ValueError, match="setting C only"):
+        run_audit(adv, faces[:1], own=own, options=AuditOptions(**{**OPTS, "settings": "AC"}))

@@ -120,7 +120,44 @@ def _criterion(args: argparse.Namespace):
                 f"--region-weights must be 'fpr' or a mapping such as '{{eyes: 2, mouth: 2}}', "
                 f"got {args.region_weights!r}"
             )
+    if args.loss == "adversarial":
+        return _adversarial(args, regions)
     return IFQALoss(model=args.model, weights=args.weights, form=args.form, region_weights=regions)
+
+
+def _adversarial(args: argparse.Namespace, regions: dict | None):
+    """``--loss adversarial``: a co-trained discriminator (setting C only), run at the
+    restorer's image size; its weight is ``--ifqa-weight``."""
+    from ..adversarial import IFQAAdversarialLoss
+
+    if set(args.settings) - {"C"}:
+        raise ValueError(
+            "--loss adversarial trains its discriminator beside a restorer: it applies to "
+            f"setting C only; pass --settings C (got --settings {args.settings})"
+        )
+    if args.form != "one_minus":
+        raise ValueError("--form is for --loss frozen; the adversarial term has one form")
+    resize = args.restorer_size % 32 != 0
+    return IFQAAdversarialLoss(
+        model=args.model,
+        weights=args.weights,
+        loss_weight=1.0,
+        region_weights=regions,
+        resize=resize,
+    )
+
+
+def _own_scorer(criterion) -> Any:
+    """The loss's own score: its (frozen) discriminator; for a co-trained loss, a frozen copy
+    of its starting point (the co-trained one is never a judge of what it trained)."""
+    import copy
+
+    from ..metric import IFQAMetric
+
+    net = getattr(criterion, "discriminator", None)
+    if net is None:
+        net = copy.deepcopy(criterion.net).freeze()
+    return IFQAMetric(model=net, device="cpu", batch_size=8)
 
 
 def _judge(args: argparse.Namespace, criterion) -> Any:
@@ -152,7 +189,6 @@ def _restorer_faces(n: int | None) -> str:
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
     """Resolve everything, check every input, run the audit; returns (result, meta, faces)."""
-    from ..metric import IFQAMetric
     from .identity import identity_distance, identity_note
 
     opts = AuditOptions(
@@ -175,7 +211,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[
     train = load_faces(train_files, opts.size) if train_files and "C" in opts.settings else None
     criterion = _criterion(args)
     judge = _judge(args, criterion)
-    own = IFQAMetric(model=criterion.discriminator, device="cpu", batch_size=8)
+    own = _own_scorer(criterion)
     meta = {
         "model": criterion.model_name,
         "weights": criterion.weights_origin,
@@ -255,6 +291,13 @@ def configure(a: argparse.ArgumentParser) -> None:
     a.add_argument("--out", default="audit", help="output folder (default: audit)")
     a.add_argument("--model", default="auto", help="the loss's model (auto | ifqa | ifqa-lite ...)")
     a.add_argument("--weights", default=None, help="checkpoint for --model")
+    a.add_argument(
+        "--loss",
+        default="frozen",
+        choices=("frozen", "adversarial"),
+        help="frozen: IFQALoss (default); adversarial: IFQAAdversarialLoss, a discriminator "
+        "trained beside the setting-C restorer from --model's weights (needs --settings C)",
+    )
     a.add_argument(
         "--form",
         default="one_minus",

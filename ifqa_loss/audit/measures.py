@@ -344,19 +344,39 @@ def _batch_sampler(
     return next_batch
 
 
+def co_trained(criterion: torch.nn.Module) -> bool:
+    """Whether ``criterion`` trains its discriminator beside the restorer (adversarial)."""
+    return callable(getattr(criterion, "discriminator_step", None))
+
+
 def restorer_outputs(
     objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     train: torch.Tensor,
     degraded: torch.Tensor,
     opts: AuditOptions,
     on_step: Callable[[], None] | None = None,
+    discriminator_log: list[dict[str, float]] | None = None,
+    criterion: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Setting C: ``{"L1": outputs, "L1+IFQA": outputs}`` on ``degraded`` (clamped to [0, 1])."""
+    """Setting C: ``{"L1": outputs, "L1+IFQA": outputs}`` on ``degraded`` (clamped to [0, 1]).
+
+    A co-trained ``criterion`` (:func:`co_trained`) takes one discriminator step on the clean
+    faces and the detached outputs after each restorer step; its returned values (loss, pixel
+    accuracies) are appended to ``discriminator_log``.
+    """
     torch.manual_seed(opts.seed)
     next_batch = _batch_sampler(train, opts)
     base = TinyRestorer()
     train_l1(base, next_batch, opts.restorer_warmup, opts.restorer_lr)
     w = opts.ifqa_weight
+    after = None
+    if criterion is not None and co_trained(criterion):
+        rng = tuple(getattr(criterion, "input_range", (0.0, 1.0)))
+        log = discriminator_log if discriminator_log is not None else []
+
+        def after(out: torch.Tensor, gt: torch.Tensor) -> None:
+            log.append(criterion.discriminator_step(_to_range(gt, rng), _to_range(out, rng)))
+
     nets = fine_tune_pair(
         base,
         next_batch,
@@ -364,6 +384,7 @@ def restorer_outputs(
         steps=opts.restorer_steps,
         lr=opts.restorer_lr,
         on_step=(lambda _s: on_step()) if on_step else None,
+        after_step=after,
     )
     with torch.no_grad():
         return {
@@ -479,6 +500,11 @@ def run_audit(
     """
     opts = options or AuditOptions()
     opts.check()
+    if co_trained(criterion) and set(opts.settings) - {"C"}:
+        raise ValueError(
+            "a co-trained (adversarial) loss trains its discriminator beside a restorer: it "
+            "applies to setting C only; run it with settings 'C'"
+        )
     if "C" in opts.settings and not train_faces:
         raise ValueError("setting C needs training faces for the restorer (train_faces)")
     t0 = time.time()
@@ -498,6 +524,7 @@ def run_audit(
     with torch.no_grad():
         base = {"clean": m(cases)(cases.clean), "degraded": m(cases)(cases.degraded)}
     out = _Collected(base)
+    d_log: list[dict[str, float]] = []
     if "A" in opts.settings or "B" in opts.settings:
         direction = descent_direction(objective, cases.degraded, cases.clean)
         out.per_case["direction"] = _per_case(direction)
@@ -519,8 +546,11 @@ def run_audit(
         bar.set_description("C: restorer")
         small = make_cases(prepare_faces(faces, opts.restorer_size), opts)
         train = prepare_faces(train_faces, opts.restorer_size)
-        outs = restorer_outputs(objective, train, small.degraded, opts, lambda: bar.update(1))
+        outs = restorer_outputs(
+            objective, train, small.degraded, opts, lambda: bar.update(1), d_log, criterion
+        )
         out.add("C", small, {f"C {k}": v for k, v in outs.items()}, m(small))
+        _add_discriminator(out.rows, d_log)
     bar.close()
     out.images = {"clean": cases.clean, "degraded": cases.degraded, **out.images}
     out.images.update(
@@ -534,7 +564,27 @@ def run_audit(
         "images": out.images,
         "seconds": time.time() - t0,
         "seconds_per_setting": out.seconds,
+        "discriminator_log": d_log,
     }
+
+
+def discriminator_summary(log: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Mean pixel accuracies of a co-trained discriminator: first 10% of steps, then the rest."""
+    if not log:
+        return {}
+    cut = max(1, len(log) // 10)
+    out = {}
+    for part, rows in (("first", log[:cut]), ("rest", log[cut:] or log[-1:])):
+        for k in ("acc_real", "acc_fake"):
+            out[f"d_{k}_{part}"] = float(np.mean([r[k] for r in rows]))
+    return out
+
+
+def _add_discriminator(rows: list[dict[str, Any]], log: Sequence[dict[str, float]]) -> None:
+    """The co-trained discriminator's accuracies into setting C's pooled row."""
+    for r in rows:
+        if r["setting"] == "C" and r["degradation"] == "all":
+            r.update(discriminator_summary(log))
 
 
 def _add_direction(

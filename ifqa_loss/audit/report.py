@@ -56,12 +56,27 @@ def format_table(res: dict[str, Any]) -> str:
     ]
     lines += _judge_lines(res["rows"])
     lines += _direction_lines(res["rows"])
+    lines += _discriminator_lines(res["rows"])
     if "identity_before" not in res["rows"][0]:
         lines.append(res.get("identity_note", ""))
     lines.append("")
     for s, v in res["verdicts"].items():
         lines.append(f"verdict {s} ({SETTINGS[s]}): {v}")
     return "\n".join(line for line in lines if line is not None)
+
+
+def _discriminator_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The co-trained discriminator's pixel accuracy (setting C with ``--loss adversarial``)."""
+    pooled = [r for r in rows if r["setting"] == "C" and "d_acc_fake_first" in r]
+    if not pooled:
+        return []
+    r = pooled[0]
+    return [
+        "",
+        "co-trained discriminator, pixel accuracy (first 10% of steps -> the rest): on restored "
+        f"outputs {r['d_acc_fake_first']:.2f} -> {r['d_acc_fake_rest']:.2f}, on clean faces "
+        f"{r['d_acc_real_first']:.2f} -> {r['d_acc_real_rest']:.2f}",
+    ]
 
 
 def _judged(rows: list[dict[str, Any]]) -> list[str]:

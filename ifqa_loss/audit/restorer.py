@@ -117,6 +117,7 @@ def fine_tune_pair(
     lr: float,
     names: tuple[str, str] = ("L1", "L1+IFQA"),
     on_step: Callable[[int], None] | None = None,
+    after_step: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> dict[str, nn.Module]:
     """Fine-tune two copies of ``base``: ``names[0]`` with L1, ``names[1]`` with L1 + ``extra``.
 
@@ -129,6 +130,8 @@ def fine_tune_pair(
             its weight (e.g. ``lambda out, gt: 0.1 * criterion(out, gt)``).
         steps: Adam steps per branch.
         on_step: called with the step number (1-based) after each step, e.g. for progress.
+        after_step: called as ``after_step(output.detach(), clean)`` after each step of the
+            second branch, e.g. to update a co-trained discriminator.
 
     Returns:
         ``{names[0]: net, names[1]: net}``, both in eval mode.
@@ -145,6 +148,8 @@ def fine_tune_pair(
             opts[k].zero_grad()
             loss.backward()
             opts[k].step()
+            if k == names[1] and after_step is not None:
+                after_step(out.detach(), gt)
         if on_step is not None:
             on_step(step)
     return {k: m.eval() for k, m in nets.items()}
