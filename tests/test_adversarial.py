@@ -177,3 +177,16 @@ def test_repr_is_one_line_naming_the_start_and_weights():
     text = repr(IFQAAdversarialLoss("ifqa-lite", pretrained=False, loss_weight=0.03))
     assert "\n" not in text
     assert "ifqa-lite" in text and "random initialisation" in text and "0.03" in text
+
+
+def test_the_plain_pytorch_example_trains_and_exports(tmp_path, monkeypatch, capsys):
+    import runpy
+    from pathlib import Path
+
+    pytest.importorskip("skimage", reason="the example's face needs scikit-image")
+    example = Path(__file__).resolve().parent.parent / "examples" / "adversarial_restorer.py"
+    out = tmp_path / "d.safetensors"
+    monkeypatch.setattr("sys.argv", [str(example), "--steps", "2", "--export", str(out)])
+    runpy.run_path(str(example), run_name="__main__")
+    assert capsys.readouterr().out.count("D accuracy on fakes") == 2
+    assert IFQAMetric(weights=out).model_name == model_of(out)
