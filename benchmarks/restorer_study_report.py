@@ -1,0 +1,175 @@
+"""Table, curves and picture grid of ``benchmarks/restorer_study.py``'s finished runs.
+
+python benchmarks/restorer_study_report.py --out study   # writes study/report.md,
+                                                         # study/curves.png, study/grid.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ifqa_loss._io import atomic_write_image, atomic_write_text
+
+COLUMNS = (  # (key, header, digits); NIQE/BRISQUE/GMSD lower is better
+    ("psnr", "PSNR dB", 2),
+    ("ssim", "SSIM", 3),
+    ("niqe", "NIQE", 2),
+    ("brisque", "BRISQUE", 1),
+    ("ms_ssim", "MS-SSIM", 3),
+    ("gmsd", "GMSD", 3),
+    ("judge", "ifqa-judge", 3),
+    ("identity", "identity", 3),
+    ("colour", "colour", 2),
+    ("sharpness", "sharp", 2),
+)
+TARGET_BRANCH, TARGET_WEIGHT = "cotrained", 0.01
+ORDER = ("l1", "features", "frozen", "random", "cotrained")
+
+
+def load(out: Path) -> tuple[dict, list[dict]]:
+    base = json.loads((out / "baseline.json").read_text())
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/result.json"))]
+    key = {b: i for i, b in enumerate(ORDER)}
+    runs.sort(key=lambda r: (key[r["run"]["branch"]], r["run"]["weight"], r["run"]["seed"]))
+    return base, runs
+
+
+def _cell(row: dict, key: str, digits: int) -> str:
+    v = row.get(key)
+    return "n/a" if v is None else f"{float(v):.{digits}f}"
+
+
+def _d_cell(s: dict) -> str:
+    if "d_acc_fake" not in s:
+        return ""
+    return (
+        f"{s['d_acc_fake']:.2f} ({s['d_acc_fake_window_min']:.2f}-"
+        f"{s['d_acc_fake_window_max']:.2f}); real {s['d_acc_real']:.2f}"
+    )
+
+
+def table(base: dict, runs: list[dict]) -> list[str]:
+    head = ["run", *(h for _, h, _ in COLUMNS), "D accuracy on fakes (50-step range); on real"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name in ("input", "clean"):
+        cells = [_cell(base[name], k, d) for k, _, d in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " | |")
+    for r in runs:
+        s = r["summary"]
+        cells = [_cell(s, k, d) for k, _, d in COLUMNS]
+        lines.append(f"| {r['run']['name']} | " + " | ".join(cells) + f" | {_d_cell(s)} |")
+    return lines
+
+
+def target_check(runs: list[dict]) -> list[str]:
+    """The issue's targets for the co-trained branch at its recommended weight, per seed."""
+    by = {(r["run"]["branch"], r["run"]["weight"], r["run"]["seed"]): r["summary"] for r in runs}
+    out = []
+    for seed in (0, 1):
+        l1, co = by.get(("l1", 0.0, seed)), by.get((TARGET_BRANCH, TARGET_WEIGHT, seed))
+        if l1 is None or co is None:
+            out.append(f"- seed {seed}: not run yet")
+            continue
+        checks = {
+            "NIQE lower": co["niqe"] < l1["niqe"],
+            "PSNR at most 0.5 dB lower": co["psnr"] >= l1["psnr"] - 0.5,
+            "colour shift at most L1's + 1/255": co["colour"] <= l1["colour"] + 1.0,
+            "ifqa-judge not lower": co["judge"] >= l1["judge"],
+            "identity distance not higher": co.get("identity", 0) <= l1.get("identity", 0),
+            "D accuracy on fakes in [0.55, 0.95]": 0.55
+            <= co.get("d_acc_fake_window_min", 0)
+            <= co.get("d_acc_fake_window_max", 1)
+            <= 0.95,
+        }
+        verdict = ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items())
+        out.append(
+            f"- seed {seed}: PSNR {co['psnr'] - l1['psnr']:+.2f} dB, NIQE "
+            f"{co['niqe'] - l1['niqe']:+.2f}; {verdict}"
+        )
+    return out
+
+
+def curves(runs: list[dict], path: Path) -> Path | None:
+    """PSNR against NIQE and against ifqa-judge, one line per branch (seed 0)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for branch in ORDER:
+        pts = sorted(
+            (r["run"]["weight"], r["summary"])
+            for r in runs
+            if r["run"]["branch"] == branch and r["run"]["seed"] == 0
+        )
+        if not pts:
+            continue
+        for ax, key in zip(axes, ("niqe", "judge"), strict=True):
+            xs = [s["psnr"] for _, s in pts]
+            ys = [s[key] for _, s in pts]
+            ax.plot(xs, ys, "o-", label=branch)
+            for (w, _), x, y in zip(pts, xs, ys, strict=True):
+                ax.annotate(f"{w:g}", (x, y), fontsize=7)
+    axes[0].set(xlabel="PSNR dB (higher: more faithful)", ylabel="NIQE (lower: more natural)")
+    axes[1].set(xlabel="PSNR dB", ylabel="ifqa-judge (higher: more real)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".tmp.png"), dpi=110)
+    plt.close(fig)
+    path.with_suffix(".tmp.png").replace(path)
+    return path
+
+
+def grid(out: Path, runs: list[dict], cases: tuple[int, ...] = (0, 13, 26, 39, 52, 63)) -> Path:
+    """Rows: cases; columns: input, each branch's recommended run (seed 0), clean."""
+    import cv2
+
+    data = torch.load(out / "cases.pt", weights_only=True)
+    cols = [("input", data["lq"])]
+    for branch in ORDER:
+        pick = [r for r in runs if r["run"]["branch"] == branch and r["run"]["seed"] == 0]
+        rec = [r for r in pick if r["run"]["weight"] in (0.0, 0.01, 0.5)]
+        for r in rec[:1]:
+            imgs = torch.load(out / "runs" / r["run"]["name"] / "outputs.pt", weights_only=True)
+            cols.append((r["run"]["name"], imgs))
+    cols.append(("clean", data["gt"]))
+    rows = []
+    for i in cases:
+        tiles = [c[1][i].permute(1, 2, 0).numpy()[..., ::-1].copy() for c in cols]
+        rows.append(np.concatenate(tiles, 1))
+    img = np.ascontiguousarray(np.concatenate(rows, 0))
+    head = np.full((24, img.shape[1], 3), 255, np.uint8)
+    for j, (name, _) in enumerate(cols):
+        cv2.putText(head, name, (j * 256 + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    return atomic_write_image(out / "grid.png", np.concatenate([head, img], 0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    a.add_argument("--out", default="study")
+    args = a.parse_args(argv)
+    out = Path(args.out)
+    base, runs = load(out)
+    hours = sum(r.get("seconds_this_part", 0) for r in runs) / 3600
+    lines = [f"{len(runs)} finished runs; {hours:.2f} h of run time recorded", ""]
+    lines += [*table(base, runs), "", "Targets (co-trained at 0.01 against L1):"]
+    lines += target_check(runs)
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    for p in (curves(runs, out / "curves.png"), grid(out, runs) if runs else None):
+        if p is not None:
+            print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
