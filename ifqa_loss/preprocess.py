@@ -304,8 +304,8 @@ def _refuse_size(p: str, size: tuple[int, int], max_pixels: int, how: str) -> No
     w, h = size
     dims = f"{w} x {h} = " if h > 1 else ""
     raise ValueError(
-        f"cannot decode {p}: {how} {dims}{w * h / 1e6:.1f} megapixels, above the limit of "
-        f"{max_pixels / 1e6:g} megapixels (raise it with max_pixels= or --max-pixels)"
+        f"cannot decode {p}: {how} {dims}{w * h:,} pixels, above the limit of "
+        f"{max_pixels:,} (raise it with max_pixels= or --max-pixels)"
     )
 
 

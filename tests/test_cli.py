@@ -38,7 +38,7 @@ def test_score_folder_with_a_failure(folder, cnn_ckpt, tmp_path, capsys):
     assert "scored 2 of 3 (failed 1)" in text
     with out_csv.open(newline="") as f:
         rows = list(csv.DictReader(f))  # a plain table: the header comes first
-    assert list(rows[0]) == ["path", "score", "error", "eyes", "nose", "mouth", "rest"]
+    assert list(rows[0]) == ["path", "score", "error", "flag", "eyes", "nose", "mouth", "rest"]
     assert [r["path"].split("/")[-1] for r in rows] == ["broken.png", "good0.png", "good1.png"]
     assert rows[0]["score"] == "" and "cannot decode" in rows[0]["error"]
     assert all(0 < float(r["score"]) < 1 and r["eyes"] for r in rows[1:])
@@ -53,7 +53,7 @@ def test_csv_reads_with_pandas_and_dictreader(folder, tmp_path):
     rc = main(["score", str(folder), "--model", "ifqa-lite", "--device", "cpu", "--regions",
                "--workers", "0", "--csv", str(out_csv)])  # fmt: skip
     assert rc == EXIT_SOME_FAILED
-    cols = ["path", "score", "error", "eyes", "nose", "mouth", "rest"]
+    cols = ["path", "score", "error", "flag", "eyes", "nose", "mouth", "rest"]
     df = pd.read_csv(out_csv)
     assert list(df.columns) == cols and len(df) == 3
     assert df["score"].dtype.kind == "f" and df["score"].isna().tolist() == [True, False, False]

@@ -89,10 +89,10 @@ def test_bombs_are_refused_before_decoding(tmp_path, metric, imread_calls):
 
     recs = metric.score_files([bomb, claim, face])
 
-    for rec, dims in zip(recs[:2], ("12000 x 12000 = 144.0", "10000.0"), strict=True):
+    for rec, dims in zip(recs[:2], ("12000 x 12000 = 144,000,000", "10,000,000,000"), strict=True):
         assert rec["score"] is None
         assert rec["error"].startswith(f"ValueError: cannot decode {rec['path']}: ")
-        assert f"{dims} megapixels, above the limit of 100 megapixels" in rec["error"]
+        assert f"{dims} pixels, above the limit of 100,000,000 (raise it" in rec["error"]
     assert recs[2]["error"] is None and 0 <= recs[2]["score"] <= 1
     assert imread_calls == [str(face)]  # the bombs were never handed to the decoder
 
@@ -102,7 +102,7 @@ def test_max_pixels_is_the_limit(tmp_path, metric, imread_calls):
     cv2.imwrite(str(path), np.full((200, 300, 3), 90, np.uint8))
     assert header_size(path) == (300, 200)
     (small,) = metric.score_files([path], max_pixels=59_999)
-    assert "300 x 200 = 0.1 megapixels, above the limit of 0.059999" in small["error"]
+    assert "300 x 200 = 60,000 pixels, above the limit of 59,999 " in small["error"]
     assert imread_calls == []
     (exact,) = metric.score_files([path], max_pixels=60_000)
     assert exact["error"] is None and exact["score"] is not None
@@ -117,7 +117,7 @@ def test_unknown_header_is_decoded_by_opencv_then_checked(tmp_path):
     assert cv2.imwrite(str(path), np.full((48, 64, 3), 0.5, np.float32))
     assert header_size(path) is None
     assert read_image_bgr(path).shape == (48, 64, 3)
-    with pytest.raises(ValueError, match="it decoded to 64 x 48 = 0.0 megapixels, above"):
+    with pytest.raises(ValueError, match="it decoded to 64 x 48 = 3,072 pixels, above the"):
         read_image_bgr(path, max_pixels=1000)
 
 
@@ -274,3 +274,31 @@ def test_loss_on_flat_batches_is_finite(model):
                 assert torch.allclose(value, torch.zeros(4), atol=1e-6), form
             else:
                 assert (value > 0).all(), form
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_score_command_flags_and_limit(tmp_path, capsys):
+    import csv
+    import json
+
+    from ifqa_loss.cli import EXIT_SOME_FAILED, main
+
+    cv2.imwrite(str(tmp_path / "a_black.png"), np.zeros((64, 64, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "b_noise.png"), _noise_image(30.0))
+    cv2.imwrite(str(tmp_path / "c_large.png"), _noise_image(30.0).repeat(2, 0).repeat(2, 1))
+    out_csv, out_json = tmp_path / "s.csv", tmp_path / "s.json"
+    args = ["score", str(tmp_path), "--model", "ifqa-lite", "--device", "cpu", "--workers", "0"]
+    args += ["--max-pixels", "1e4", "--csv", str(out_csv), "--json", str(out_json)]
+    assert main(args) == EXIT_SOME_FAILED  # the large image is a failed file
+    stdout = capsys.readouterr().out
+    assert "a_black.png\t0." in stdout and "\tnear_constant\n" in stdout
+    assert "# 1 of 2 inputs are near-constant: their scores mean nothing" in stdout
+    rows = list(csv.DictReader(out_csv.open()))
+    assert list(rows[0]) == ["path", "score", "error", "flag"]
+    assert [r["flag"] for r in rows] == ["near_constant", "", ""]
+    assert "128 x 128 = 16,384 pixels, above the limit of 10,000 " in rows[2]["error"]
+    doc = json.loads(out_json.read_text())
+    assert doc["summary"]["flagged"] == {NEAR_CONSTANT: 1, NO_FACE: 0}
+    assert [r["flag"] for r in doc["records"]] == [NEAR_CONSTANT, None, None]

@@ -61,7 +61,7 @@ def test_folder_with_bad_files(mixed, tmp_path, capsys):
     assert "scored 4 of 7 (failed 3)" in out
     assert "skipped 1 non-image file(s)" in err and "notes.txt" in err
     header, rows = rows_of(out_csv)
-    assert header == ["path", "score", "error"]  # a plain CSV; the provenance is in the JSON
+    assert header == ["path", "score", "error", "flag"]  # plain CSV; provenance in the JSON
     by_name = {Path(r["path"]).name: r for r in rows}
     assert sorted(by_name) == sorted(
         ["corrupt.png", "empty.png", "good0.png", "good1.png", "good2.png", "good3.jpg", "text.png"]

@@ -62,8 +62,9 @@ def _heatmap_names(paths: list[str]) -> list[str]:
     ]
 
 
-def _heatmap_writer(folder: str, names: dict[str, str]):
-    """``on_batch`` callback writing ``<name>_map.png`` and ``<name>_overlay.png`` per face."""
+def _heatmap_writer(folder: str, names: dict[str, str], limit: dict):
+    """``on_batch`` callback writing ``<name>_map.png`` and ``<name>_overlay.png`` per face;
+    ``limit``: the ``max_pixels`` keyword of the run, if given."""
     from .._io import atomic_write_image as save
     from ..heatmap import colorize, overlay
     from ..preprocess import read_image_bgr
@@ -78,7 +79,7 @@ def _heatmap_writer(folder: str, names: dict[str, str]):
             name = names[rec["path"]]
             save(out / f"{name}_map.png", colorize(rec["map"]))
             try:
-                face = read_image_bgr(rec["path"])
+                face = read_image_bgr(rec["path"], **limit)
             except (OSError, ValueError):  # pragma: no cover - it was just decoded
                 continue
             save(out / f"{name}_overlay.png", overlay(face, rec["map"]))
@@ -87,7 +88,7 @@ def _heatmap_writer(folder: str, names: dict[str, str]):
     return on_batch
 
 
-def _photo_heatmap_writer(folder: str, names: dict[str, str], crop_size: int):
+def _photo_heatmap_writer(folder: str, names: dict[str, str], crop_size: int, limit: dict):
     """``on_batch`` callback for ``--align``: ``<name>_face<k>_map.png`` per face (the
     original colour map on the aligned crop) and ``<name>_overlay.png``, the photo with every
     face's map warped back over it, labelled with the face index and score."""
@@ -110,7 +111,7 @@ def _photo_heatmap_writer(folder: str, names: dict[str, str], crop_size: int):
             for r in group:
                 save(out / f"{name}_face{r['face']}_map.png", colorize(r["map"]))
             try:
-                photo = read_image_bgr(group[0]["path"])
+                photo = read_image_bgr(group[0]["path"], **limit)
             except (OSError, ValueError):  # pragma: no cover - it was just decoded
                 continue
             picture = paste_heatmaps(
@@ -221,12 +222,13 @@ def _score_all(args, metric, paths: list[str], rank: int, world: int, align) -> 
 
     mine = list(range(rank, len(paths), world))
     on_batch = None
+    limit = {} if args.max_pixels is None else {"max_pixels": args.max_pixels}
     if args.heatmaps:
         names = dict(zip(paths, _heatmap_names(paths), strict=True))
         if align is None:
-            on_batch = _heatmap_writer(args.heatmaps, names)
+            on_batch = _heatmap_writer(args.heatmaps, names, limit)
         else:
-            on_batch = _photo_heatmap_writer(args.heatmaps, names, align.size)
+            on_batch = _photo_heatmap_writer(args.heatmaps, names, align.size, limit)
     part = metric.score_files(
         [paths[i] for i in mine],
         regions=args.regions or bool(args.heatmaps),
@@ -234,6 +236,8 @@ def _score_all(args, metric, paths: list[str], rank: int, world: int, align) -> 
         progress=args.progress,
         on_batch=on_batch,
         align=align or False,
+        check_face=args.check_face,
+        **limit,
     )
     if world == 1:
         return part
@@ -270,7 +274,8 @@ def _print_records(records: list[dict]) -> None:
         elif r["score"] is None:
             print(f"{where}\tERROR\t{r['error']}")
         else:
-            print(f"{where}\t{r['score']:.6f}")
+            flag = f"\t{r['flag']}" if r.get("flag") else ""
+            print(f"{where}\t{r['score']:.6f}{flag}")
 
 
 def _summarise(records: list[dict], skipped: list[str], align: bool) -> dict:
@@ -301,12 +306,22 @@ def _summarise(records: list[dict], skipped: list[str], align: bool) -> dict:
         f"# scored {what}: mean {summary['mean']:.6f} std {summary['std']:.6f} "
         f"min {summary['min']:.6f} max {summary['max']:.6f}"
     )
+    _flag_lines(records, summary)
     return summary
+
+
+def _flag_lines(records: list[dict], summary: dict) -> None:
+    """Count the flagged inputs into ``summary["flagged"]`` and print one line per kind."""
+    from ..flags import FLAGS, flag_summary
+
+    summary["flagged"] = {f: sum(r.get("flag") == f for r in records) for f in FLAGS}
+    for line in flag_summary(records):
+        print(f"# {line}")
 
 
 def _csv_columns(args: argparse.Namespace) -> list[str]:
     cols = ["path", "face", "faces", *BOX_COLUMNS] if args.align else ["path"]
-    cols += ["score", "error"]
+    cols += ["score", "error", "flag"]
     if args.regions or args.heatmaps:
         cols += ["eyes", "nose", "mouth", "rest"]
     if args.heatmaps:
@@ -372,8 +387,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     if inputs is None:
         return EXIT_USAGE
     paths, skipped = inputs
+    if args.max_pixels is not None:  # before cv2 loads: OpenCV reads its own limit once
+        from ..preprocess import limit_opencv
+
+        limit_opencv(args.max_pixels)
     try:
         align = _align_options(args)
+        if args.check_face:
+            from ..align import require
+
+            require()
     except ImportError as e:
         print(f"ifqa score: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -395,6 +418,30 @@ def cmd_score(args: argparse.Namespace) -> int:
     summary = _summarise(records, skipped, align is not None)
     _write_results(args, meta, summary, records, skipped)
     return code
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (``1e8`` and ``100_000_000`` accepted too)."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        value = 0.0
+    if not (value.is_integer() and value >= 1):  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(value)
+
+
+def add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    """The ``--max-pixels`` option of ``ifqa score`` and ``ifqa compare``."""
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="refuse images of more than N pixels (width x height, read from the file's "
+        "header before decoding) with an error row; default 100 million (1e8). Each decoding "
+        "worker holds one image: about 6 bytes per pixel (docs/robustness.md)",
+    )
 
 
 def configure(s: argparse.ArgumentParser) -> None:
@@ -440,6 +487,13 @@ def configure(s: argparse.ArgumentParser) -> None:
     s.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="CUDA autocast")
     s.add_argument(
         "--compile", action="store_true", help="torch.compile the network (one-time cost)"
+    )
+    add_max_pixels(s)
+    s.add_argument(
+        "--check-face",
+        action="store_true",
+        help='flag images in which dlib finds no face (flag "no_face"; '
+        'pip install "ifqa-loss[align]")',
     )
     s.add_argument(
         "--progress",
