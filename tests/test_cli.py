@@ -226,3 +226,12 @@ def test_auto_fallback_is_said_once_in_the_model_line(
     with caplog.at_level(logging.WARNING, logger="ifqa_loss"):
         IFQAMetric(device="cpu")
     assert "original IFQA weights not found" in caplog.text
+
+
+def test_trainer_commands_take_their_own_options_after_the_verbose_flag(capsys):
+    """`ifqa -v validate --help` reached the trainer's parser only without the -v."""
+    for argv in (["validate", "--help"], ["-v", "validate", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+        assert capsys.readouterr().out.startswith("usage: ifqa validate"), argv

@@ -87,8 +87,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, helptext in TRAINER_COMMANDS.items():
         t = sub.add_parser(name, help=helptext, add_help=False)
         t.add_argument("rest", nargs=argparse.REMAINDER)
-        t.set_defaults(func=None, entry=name)
+        t.set_defaults(func=lambda args, name=name: _run_trainer(name, args.rest))
     return p
+
+
+def _log_level(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
 
 
 def _run_trainer(name: str, rest: list[str]) -> int:
@@ -101,17 +105,15 @@ def _run_trainer(name: str, rest: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run ``ifqa`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in TRAINER_COMMANDS:
+    command = _command_in(argv)
+    before = argv[: argv.index(command)] if command else argv
+    if command in TRAINER_COMMANDS and set(before) <= {"-v", "--verbose"}:
         # Hand everything after the sub-command to the trainer's own parser, so that its
         # options (``-h`` included, which argparse's REMAINDER would not capture) work.
-        return _run_trainer(argv[0], argv[1:])
-    command = _command_in(argv)
+        _log_level(bool(before))
+        return _run_trainer(command, argv[len(before) + 1 :])
     args = build_parser(command if command in COMMANDS else "").parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
-    )
-    if args.func is None:
-        return _run_trainer(args.entry, args.rest)
+    _log_level(args.verbose)
     library_log = logging.getLogger("ifqa_loss")
     if args.command in MODEL_LINE_COMMANDS:
         library_log.addFilter(_said_in_model_line)  # for this command only
