@@ -289,7 +289,7 @@ def read_image_bgr(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
         img = cv2.imread(p, cv2.IMREAD_COLOR)
     except cv2.error as e:  # OpenCV's own size limit, or a decoder's assertion
         raise ValueError(
-            f"cannot decode {p} as an image: OpenCV refused it ({_first_line(e)}); if the "
+            f"cannot decode {p} as an image: OpenCV refused it ({_last_line(e)}); if the "
             f"image is larger than OpenCV's own limit, set {OPENCV_LIMIT_ENV} (pixels) in the "
             f"environment before starting (now {os.environ.get(OPENCV_LIMIT_ENV, 'unset')})"
         ) from None
@@ -309,7 +309,7 @@ def _refuse_size(p: str, size: tuple[int, int], max_pixels: int, how: str) -> No
     )
 
 
-def _first_line(e: BaseException) -> str:
+def _last_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return lines[-1] if lines else type(e).__name__
 
