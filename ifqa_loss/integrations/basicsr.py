@@ -64,12 +64,12 @@ from torch import nn
 
 from ..loss import IFQALoss as _CoreIFQALoss
 from ..metric import IFQAMetric
+from ._patching import patch as _patch
 from .basicsr_gan import IFQADiscriminator, IFQAGANLoss
 
 log = logging.getLogger("ifqa_loss")
 
 _SHIM_NAME = "torchvision.transforms.functional_tensor"
-_PATCH_FLAG = "_ifqa_loss_log_hook"
 
 
 def install_torchvision_shim() -> bool:
@@ -425,19 +425,6 @@ def _collect_terms(model: object) -> dict[str, torch.Tensor]:
         for k, v in pop().items():
             out[k if k not in out else f"{k}_{attr}"] = v
     return out
-
-
-def _patch(owner: Any, attr: str, make: Any) -> bool:
-    """Replace ``owner.attr`` by ``make(original)`` unless already patched; True if it did."""
-    original = getattr(owner, attr)
-    if getattr(original, _PATCH_FLAG, False):
-        return False
-    wrapper = make(original)
-    wrapper.__doc__ = original.__doc__
-    wrapper.__wrapped__ = original
-    setattr(wrapper, _PATCH_FLAG, True)
-    setattr(owner, attr, wrapper)
-    return True
 
 
 def patch_loss_logging() -> bool:

@@ -301,7 +301,7 @@ def patch_gfpgan_r1() -> bool:
     module = sys.modules.get("gfpgan.models.gfpgan_model")
     if module is None:
         return False
-    from .basicsr import _patch
+    from ._patching import patch as _patch
 
     def make(original):
         def optimize_parameters(self, current_iter):
