@@ -79,6 +79,7 @@ def test_feature_matching_needs_its_weight_and_is_zero_at_the_target():
     assert adv(x, _images(seed=1)) > base + 1e-3
 
 
+@pytest.mark.slow
 def test_discriminator_step_learns_to_separate_real_from_fake():
     torch.manual_seed(0)
     adv = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, r1_weight=0.0, lr=1e-3)
@@ -95,6 +96,7 @@ def test_discriminator_step_learns_to_separate_real_from_fake():
     assert any(not torch.equal(a, b) for a, b in zip(before, adv.net.parameters(), strict=True))
 
 
+@pytest.mark.slow
 def test_lazy_r1_runs_every_r1_every_steps():
     adv = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, r1_every=3)
     real, fake = _images(seed=1), _images(seed=2)
@@ -125,6 +127,7 @@ def test_augmentation_is_differentiable_and_keeps_the_shape():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_state_dict_resumes_exactly(tmp_path):
     torch.manual_seed(0)
     a = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, r1_every=2)
@@ -179,6 +182,7 @@ def test_repr_is_one_line_naming_the_start_and_weights():
     assert "ifqa-lite" in text and "random initialisation" in text and "0.03" in text
 
 
+@pytest.mark.slow
 def test_the_plain_pytorch_example_trains_and_exports(tmp_path, monkeypatch, capsys):
     import runpy
     from pathlib import Path

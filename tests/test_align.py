@@ -134,6 +134,7 @@ def test_alignment_matrix_and_options_check_their_inputs():
 
 
 @needs_extra
+@pytest.mark.slow
 def test_whole_photos_faces_and_landmarks(faces_dir):
     for name, count in WHOLE.items():
         faces = align.detect_faces(rgb(faces_dir / "gfpgan" / "whole_imgs" / name))

@@ -221,6 +221,7 @@ def _reject_constant(token: str):
     raise ValueError(f"audit.json is not strict JSON: it holds {token}")
 
 
+@pytest.mark.slow
 def test_audit_command_writes_table_json_and_grid(tmp_path, faces, capsys):
     import json
 
@@ -287,6 +288,7 @@ def test_audit_command_refuses_bad_input_and_writes_nothing(tmp_path, faces, cap
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_audit_header_says_when_setting_c_did_not_run(tmp_path, faces, capsys):
     """With --settings A there is no restorer: the header says so instead of '0 faces'."""
     import json
@@ -335,6 +337,7 @@ def test_default_faces_root_is_found_from_any_folder(tmp_path, monkeypatch):
 # --- the co-trained (adversarial) branch of setting C -----------------------------------------
 
 
+@pytest.mark.slow
 def test_setting_c_co_trains_the_discriminator_and_logs_its_accuracy(faces):
     from ifqa_loss import IFQAAdversarialLoss
 

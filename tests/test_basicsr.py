@@ -101,6 +101,7 @@ def test_registry_entries_after_import_reimport_and_reload(ib):
     assert not hasattr(BaseModel.reduce_loss_dict.__wrapped__, "_ifqa_loss_log_hook")
 
 
+@pytest.mark.slow
 def test_core_package_does_not_import_basicsr():
     code = (
         "import sys, ifqa_loss, ifqa_loss.loss, ifqa_loss.metric, ifqa_loss.cli, "
@@ -313,6 +314,7 @@ def _gfpgan_opt(weights: str) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_gfpgan_model_logs_the_ifqa_term(lite_weights):
     pytest.importorskip("gfpgan", reason="gfpgan is not installed (pip install gfpgan)")
     from basicsr.models import build_model
@@ -633,6 +635,7 @@ def _train(model, gt: torch.Tensor, iters: range) -> list[dict]:
     return logs
 
 
+@pytest.mark.slow
 def test_srgan_model_trains_saves_and_resumes_the_ifqa_discriminator(tmp_path, lite_weights):
     """A real SRGANModel: network_d IFQADiscriminator, gan_opt IFQAGANLoss, L1 pixel loss."""
     from basicsr.models import build_model
@@ -679,6 +682,7 @@ def test_srgan_model_trains_saves_and_resumes_the_ifqa_discriminator(tmp_path, l
     assert all(torch.equal(v, trained[k]) for k, v in warm.net_d.state_dict().items())
 
 
+@pytest.mark.slow
 def test_gfpgan_model_with_the_ifqa_discriminator_and_r1(lite_weights):
     """GFPGANModel's R1 step (every iteration here) runs with the per-pixel discriminator."""
     pytest.importorskip("gfpgan", reason="gfpgan is not installed (pip install gfpgan)")

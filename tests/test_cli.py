@@ -28,6 +28,7 @@ def folder(tmp_path):
     return d
 
 
+@pytest.mark.slow
 def test_score_folder_with_a_failure(folder, cnn_ckpt, tmp_path, capsys):
     out_csv, out_json = tmp_path / "s.csv", tmp_path / "s.json"
     argv = ["score", str(folder), "--model", "ifqa", "--weights", str(cnn_ckpt), "--device", "cpu"]
@@ -66,6 +67,7 @@ def test_csv_reads_with_pandas_and_dictreader(folder, tmp_path):
     assert float(rows[1]["score"]) == pytest.approx(df["score"][1])
 
 
+@pytest.mark.slow
 def test_score_exit_codes(folder, cnn_ckpt, capsys):
     base = ["--model", "ifqa", "--weights", str(cnn_ckpt), "--device", "cpu"]
     assert main(["score", str(folder / "good0.png"), *base]) == EXIT_OK
@@ -98,6 +100,7 @@ def _run_python(code: str) -> str:
     return res.stdout
 
 
+@pytest.mark.slow
 def test_help_and_plain_import_do_not_load_torch():
     """``ifqa --help`` and ``import ifqa_loss`` stay fast: no torch, cv2 or model code."""
     heavy = ("torch", "cv2", "ifqa_loss.models", "ifqa_loss.metric", "ifqa_loss.audit")

@@ -292,6 +292,7 @@ def find_chromium() -> str | None:
     return exe
 
 
+@pytest.mark.slow
 def test_page_loads_every_image_in_chromium(tmp_path, metric):
     exe = find_chromium()
     if exe is None:

@@ -183,6 +183,7 @@ def test_degenerate_family_fails_when_one_image_reaches_the_lowest_clean_face():
         evaluate_degenerate(_FixedScores(), [], [0.5])
 
 
+@pytest.mark.slow
 def test_training_with_degenerate_fakes_and_backgrounds_reports_the_family(tmp_path):
     """A tiny run: photographs are read from data.backgrounds under the data root, and the
     final validation carries the degenerate family."""

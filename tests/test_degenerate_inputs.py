@@ -121,6 +121,7 @@ def test_unknown_header_is_decoded_by_opencv_then_checked(tmp_path):
         read_image_bgr(path, max_pixels=1000)
 
 
+@pytest.mark.slow
 def test_opencv_limit_is_lowered_for_the_process(tmp_path):
     """Where ifqa-loss is imported before ``cv2`` (``ifqa score``), ``cv2.imread`` alone
     refuses a bomb too (OpenCV's own default limit, 2^30 pixels, would decode it)."""
@@ -257,6 +258,7 @@ def test_metric_on_flat_batches_is_finite(model):
 
 
 @pytest.mark.parametrize("model", ["ifqa-lite", "ifqa-judge"])
+@pytest.mark.slow
 def test_loss_on_flat_batches_is_finite(model):
     x = _flat_batch()
     score = IFQAMetric(model=model, device="cpu")(x)

@@ -228,6 +228,7 @@ def test_mutants_are_many_and_distinct(fuzz_dir):
     assert len(over) >= 10  # the pixel limit is exercised, not only the decoders
 
 
+@pytest.mark.slow
 def test_every_mutant_is_scored_or_reported(fuzz_dir, tiny_weights, tmp_path):
     folder, files = fuzz_dir
     out = tmp_path / "out.json"

@@ -138,6 +138,7 @@ def test_trainer_uses_adversarial_fakes_after_pgd_start(tmp_path):
 
 
 @pytest.mark.parametrize("term", ["r1", "align"])
+@pytest.mark.slow
 def test_trainer_adds_input_gradient_terms_every_n_steps(tmp_path, term):
     faces = tiny_faces(5)
     cfg = config_from_dict(_hardened(**{f"{term}_weight": 1e-3, f"{term}_every": 2}))
@@ -208,6 +209,7 @@ def test_attack_buffer_continues_stored_attacks_and_keeps_pairs():
     assert torch.equal(other.fake, buf.fake) and (other.count, other.next) == (3, 1)
 
 
+@pytest.mark.slow
 def test_resume_is_exact_with_persistent_attacks(tmp_path):
     faces = tiny_faces(5)
     cfg = _hardened(pgd_fraction=0.5, pgd_steps=1, pgd_buffer=4, pgd_persist=0.5)

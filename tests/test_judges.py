@@ -146,6 +146,7 @@ def test_audit_rows_and_table_carry_the_judges(ffhq):
     assert f"{row['niqe_before']:.2f}->{row['niqe_after']:.2f}" in lines[4]
 
 
+@pytest.mark.slow
 def test_audit_command_records_judges_and_refuses_missing_ones(tmp_path, faces_dir, capsys):
     import cv2
 

@@ -24,6 +24,7 @@ def test_gradient_reaches_input_only(crit):
     assert all(p.grad is None and not p.requires_grad for p in crit.discriminator.parameters())
 
 
+@pytest.mark.slow
 def test_full_size_ifqa_on_300x200(cnn_ckpt):
     crit = IFQALoss(model="ifqa", weights=cnn_ckpt)
     assert crit.model_name == "ifqa"

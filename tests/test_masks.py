@@ -260,6 +260,7 @@ def test_similarity_from_points_recovers_transform():
 # --------------------------------------------------------------------------- autograd / compile
 
 
+@pytest.mark.slow
 def test_gradcheck_five_points():
     lm = (template_landmarks(24, dtype=torch.float64) + 0.3).requires_grad_()
 
@@ -269,6 +270,7 @@ def test_gradcheck_five_points():
     assert torch.autograd.gradcheck(fn, (lm,), eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradcheck_sixty_eight_points():
     torch.manual_seed(0)
     lm = synthetic_68(24, torch.float64) + 0.1 * torch.randn(1, 68, 2, dtype=torch.float64)

@@ -116,6 +116,7 @@ def test_golden_file_score(name, faces_dir, request):
     assert abs(rec["score"] - expected) < 1e-5
 
 
+@pytest.mark.slow
 def test_real_faces_end_to_end(faces_dir, cnn_ckpt):
     files = sorted((faces_dir / "gfpgan" / "cropped_faces").glob("*.png"))[:2]
     files += sorted((faces_dir / "gpen" / "ffhq-10").glob("*.png"))[:1]

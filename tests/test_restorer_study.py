@@ -70,6 +70,7 @@ def test_only_the_co_trained_branches_train_their_discriminator(study):
     assert feats.loss_weight == 0.0 and feats.feature_weight == 0.5
 
 
+@pytest.mark.slow
 def test_a_run_resumes_from_its_checkpoint(study, tmp_path):
     faces = torch.rand(3, 3, 96, 96)
     st = study.Settings(size=96, crop=64, batch=2, warmup=1, steps=2, save_every=1)

@@ -172,6 +172,7 @@ def test_heatmaps_written_with_region_columns(mixed, tmp_path):
     assert not list(heat.glob(".*"))  # no temporary files left
 
 
+@pytest.mark.slow
 def test_kill_mid_run_leaves_no_partial_output(tmp_path):
     d = tmp_path / "many"
     d.mkdir()

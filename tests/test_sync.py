@@ -246,6 +246,7 @@ def _eager_and_grad(crit, x, kw):
 @pytest.mark.parametrize(
     "name,options,extra", [CASES[0], CASES[2], CASES[5]], ids=[IDS[0], IDS[2], IDS[5]]
 )
+@pytest.mark.slow
 def test_whole_loss_compiles_to_one_graph(name, options, extra):
     """``torch.compile(criterion, fullgraph=True)``: no graph break (dynamo, eager backend)."""
     torch._dynamo.reset()
@@ -259,6 +260,7 @@ def test_whole_loss_compiles_to_one_graph(name, options, extra):
     _assert_grad_close(g, gref)
 
 
+@pytest.mark.slow
 def test_default_loss_forward_and_backward_trace_as_one_graph():
     """AOTAutograd traces forward and backward of the default loss in one piece (the graphs
     that inductor and CUDA-graph capture take); same numbers as eager to 1e-6 (loss in [0, 1])
@@ -277,6 +279,7 @@ def test_default_loss_forward_and_backward_trace_as_one_graph():
     assert not counts["graph_break"]
 
 
+@pytest.mark.slow
 def test_compile_switch_keeps_the_checks(tiny_cnn, monkeypatch):
     """``IFQALoss(compile=...)`` compiles what follows the checks; the checks keep running."""
     torch._dynamo.reset()

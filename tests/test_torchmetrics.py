@@ -57,6 +57,7 @@ def _ddp_worker(rank: int, world: int, init: str, queue) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_synchronises_across_ranks(tmp_path):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

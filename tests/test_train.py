@@ -311,6 +311,7 @@ def _state(ck: dict) -> dict[str, torch.Tensor]:
     return out
 
 
+@pytest.mark.slow
 def test_resume_after_crash_matches_an_uninterrupted_run(tmp_path):
     faces = tiny_faces(5)
     full = tmp_path / "full"
@@ -375,6 +376,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
     data = tmp_path / "faces"
     data.mkdir()
@@ -524,6 +526,7 @@ def test_heatmap_is_lower_where_the_eyes_were_blurred(source):
     assert maps[1][inside].mean() < maps[1][outside].mean()
 
 
+@pytest.mark.slow
 def test_validate_main_prints_a_table_and_json(tmp_path, capsys):
     import json
 

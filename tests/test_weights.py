@@ -55,6 +55,7 @@ def test_original_format_vit_loads_strictly(tmp_path):
     assert m.shape == (1, 1, 224, 224)
 
 
+@pytest.mark.slow
 def test_accepted_formats(tmp_path, cnn_ckpt):
     sd = torch.load(cnn_ckpt, weights_only=True)["D"]
     bare = tmp_path / "bare.pth"
