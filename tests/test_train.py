@@ -546,6 +546,15 @@ def test_validate_main_prints_a_table_and_json(tmp_path, capsys):
     fams = {"blur", "downup", "noise", "jpeg", "unsharp"}
     assert res["n_faces"] == 2 and set(res["families"]) == fams
     assert all(0.0 <= f["pair_accuracy"] <= 1.0 for f in res["families"].values())
+    # the degenerate family runs by default (issue 23); --families picks, and refuses typos
+    deg = res["degenerate"]
+    assert deg["n"] > 50 and 0 <= deg["above"] <= deg["n"] and len(deg["clean_scores"]) == 2
+    assert "degenerate:" in text
+    assert validate_main([*argv, "--families", "blur,degnerate"]) == 2
+    assert "unknown ['degnerate']" in capsys.readouterr().err
+    assert validate_main([*argv, "--families", "blur", "--json", str(out)]) == 0
+    assert set(json.loads(out.read_text())["families"]) == {"blur"}
+    assert "degenerate" not in json.loads(out.read_text())
 
 
 def test_cli_reports_bad_configs(tmp_path, capsys):
