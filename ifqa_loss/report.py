@@ -41,6 +41,10 @@ _CHUNK = 64
 
 
 PLOT_HINT = 'pip install "ifqa-loss[report]"'
+FLAG_NOTE = (
+    "Near-constant: outputs whose luminance has a standard deviation under 2 grey levels; "
+    "the model scores them like faces, so their scores mean nothing (docs/robustness.md)."
+)
 
 
 def _have_matplotlib() -> bool:
@@ -130,13 +134,14 @@ def _unique_slugs(texts: Sequence[str], fallback: str) -> list[str]:
     return out
 
 
-def _thumbnail(path: str, size: int) -> np.ndarray:
-    """The image as the metric reads it (8-bit BGR), shrunk to fit a ``size`` square."""
+def _thumbnail(path: str, size: int, limit: dict) -> np.ndarray:
+    """The image as the metric reads it (8-bit BGR), shrunk to fit a ``size`` square;
+    ``limit``: the ``max_pixels`` keyword, if given."""
     import cv2
 
     from .preprocess import read_image_bgr
 
-    img = read_image_bgr(path)
+    img = read_image_bgr(path, **limit)
     h, w = img.shape[:2]
     scale = size / max(h, w)
     if scale < 1:
@@ -335,20 +340,22 @@ def _ranking_table(w: Write, summary: dict) -> None:
     ci = meta["bootstrap"]
     w("<h2>Ranking</h2>\n<table class='ranking'>\n<tr><th>#</th><th class='name'>method</th>")
     w(f"<th>mean score</th><th>95% interval{' (bootstrap)' if ci else ''}</th>")
-    w("".join(f"<th>{r}</th>" for r in REGIONS) + "<th>wins</th></tr>\n")
+    w("".join(f"<th>{r}</th>" for r in REGIONS) + "<th>wins</th><th>near-constant</th></tr>\n")
     for rank, row in enumerate(summary["ranking"], 1):
         interval = "–" if row["ci_low"] is None else f"{row['ci_low']:.4f} – {row['ci_high']:.4f}"
         w(f"<tr><td>{rank}</td><td class='name'>{html.escape(row['method'])}</td>")
         w(f"<td>{_fmt(row['mean'])}</td><td>{interval}</td>")
-        w("".join(f"<td>{_fmt(row[r])}</td>" for r in REGIONS) + f"<td>{row['wins']}</td></tr>\n")
+        w("".join(f"<td>{_fmt(row[r])}</td>" for r in REGIONS) + f"<td>{row['wins']}</td>")
+        w(f"<td>{row['near_constant']}</td></tr>\n")
     w("</table>\n")
     w(
         f"<p class='note'>Interval: percentile bootstrap over faces ({ci} resamples, seed "
         f"{meta['seed']}). Regions: template regions of FFHQ-aligned crops ({REGIONS_NOTE}). "
         "Wins: faces where the method has the highest score (ties count for each tied "
-        "method).</p>\n"
+        f"method). {FLAG_NOTE}</p>\n"
         if ci
-        else f"<p class='note'>No bootstrap interval (--bootstrap 0). {REGIONS_NOTE}.</p>\n"
+        else f"<p class='note'>No bootstrap interval (--bootstrap 0). {REGIONS_NOTE}. "
+        f"{FLAG_NOTE}</p>\n"
     )
 
 
@@ -383,6 +390,8 @@ def _face_section(w: Write, face: dict, methods: list[dict], src: Src) -> None:
         w("</div>\n")
         if rec["error"]:
             w(f"<div class='error'>{e(rec['error'])}</div>\n")
+        if rec.get("flag"):
+            w(f"<div class='error'>{e(rec['flag'])}: the score means nothing</div>\n")
         w("</div>\n")
     w("</div>\n</section>\n")
 
@@ -439,11 +448,18 @@ def _match_files(paths: list[Path], names: list[str]) -> tuple[list[str], dict[s
 
 
 def _score_method(
-    metric, root: Path, common: list[str], out: Path, rels: tuple[str, str], thumb_size: int
+    metric,
+    root: Path,
+    common: list[str],
+    out: Path,
+    rels: tuple[str, str],
+    thumb_size: int,
+    limit: dict,
 ) -> list[dict]:
     """Score one method's faces (in chunks, so memory does not grow with the number of faces)
     and write each readable face's thumbnail and heatmap. ``rels``: the two files' relative
-    paths with ``{}`` for the face's slug. One record per face, in ``common``'s order."""
+    paths with ``{}`` for the face's slug; ``limit``: the ``max_pixels`` keyword, if given.
+    One record per face, in ``common``'s order."""
     import cv2
 
     from .heatmap import overlay
@@ -452,14 +468,15 @@ def _score_method(
     records: list[dict] = []
     for start in range(0, len(common), _CHUNK):
         chunk = common[start : start + _CHUNK]
-        scored = metric.score_files([root / f for f in chunk], regions=True, return_maps=True)
+        files = [root / f for f in chunk]
+        scored = metric.score_files(files, regions=True, return_maps=True, **limit)
         for k, rec in enumerate(scored):
             slug = _face_slug(start + k, common[start + k])
             img_rel = heat_rel = None
             error = rec["error"]
             if rec["score"] is not None:
                 try:
-                    thumb = _thumbnail(rec["path"], thumb_size)
+                    thumb = _thumbnail(rec["path"], thumb_size, limit)
                 except (OSError, ValueError) as e:  # pragma: no cover - read twice
                     error = f"{type(e).__name__}: {e}"
                 else:
@@ -470,6 +487,7 @@ def _score_method(
                 {
                     "score": rec["score"],
                     "error": error,
+                    "flag": rec.get("flag"),
                     **{r: rec.get(r) for r in REGIONS},
                     "image": img_rel,
                     "heatmap": heat_rel,
@@ -526,6 +544,7 @@ def _ranking(
         for r in REGIONS:
             row[r] = float(np.mean([records[f][j][r] for f in valid])) if valid else None
         row["wins"] = int(wins[j])
+        row["near_constant"] = sum(recs[j].get("flag") == "near_constant" for recs in records)
         rows.append(row)
     order = sorted(range(len(names)), key=lambda j: (-(rows[j]["mean"] or 0.0), j))
     return [rows[j] for j in order], order
@@ -588,7 +607,7 @@ def _meta(
 def _results_csv(summary: dict) -> str:
     """One row per face and method."""
     buf = io.StringIO()
-    cols = ["face", "method", "score", "error", *REGIONS, "excluded", "image", "heatmap"]
+    cols = ["face", "method", "score", "error", "flag", *REGIONS, "excluded", "image", "heatmap"]
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for face in summary["faces"]:
@@ -629,6 +648,7 @@ def compare(
     seed: int = 0,
     thumb_size: int = 256,
     quiet: bool = False,
+    max_pixels: int | None = None,
 ) -> dict:
     """Score the same faces restored by several methods and write an HTML report to ``out``.
 
@@ -646,12 +666,17 @@ def compare(
         seed: seed of the bootstrap (and of the plot's jitter).
         thumb_size: longest side of the thumbnails and heatmaps, in pixels.
         quiet: do not print the model and the unmatched files to stderr.
+        max_pixels: refuse images of more pixels than this, from their headers, before
+            decoding (None: the default of :meth:`~ifqa_loss.IFQAMetric.score_files`, 100
+            million); a refused face is excluded like an unreadable one.
 
     Returns:
         The summary written to ``results.json``: ``meta`` (model, weights origin, device, date,
         counts, unmatched files per method), ``ranking`` (one dict per method, best first:
-        ``method``, ``mean``, ``ci_low``, ``ci_high``, region means, ``wins``) and ``faces``
-        (worst first, with each method's score, error and report files), plus ``out``.
+        ``method``, ``mean``, ``ci_low``, ``ci_high``, region means, ``wins``,
+        ``near_constant``: how many of its outputs are near-constant, :mod:`ifqa_loss.flags`)
+        and ``faces`` (worst first, with each method's score, error, flag and report files),
+        plus ``out``.
 
     Raises:
         ValueError: no folder, a folder that does not exist, a wrong number of names, duplicate
@@ -690,6 +715,7 @@ def compare(
             out,
             (f"images/{s}/{{}}.jpg", f"heatmaps/{s}/{{}}.jpg"),
             thumb_size,
+            {} if max_pixels is None else {"max_pixels": max_pixels},
         )
         for root, s in zip(paths, slugs, strict=True)
     ]

@@ -304,3 +304,30 @@ def test_score_command_flags_and_limit(tmp_path, capsys):
     doc = json.loads(out_json.read_text())
     assert doc["summary"]["flagged"] == {NEAR_CONSTANT: 1, NO_FACE: 0}
     assert [r["flag"] for r in doc["records"]] == [NEAR_CONSTANT, None, None]
+
+
+def test_compare_counts_near_constant_outputs(tmp_path, metric):
+    import csv
+
+    from ifqa_loss.report import compare
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        cv2.imwrite(str(d / "large.png"), _noise_image(30.0).repeat(2, 0).repeat(2, 1))
+    for k in range(3):
+        cv2.imwrite(str(a / f"{k}.png"), _noise_image(30.0, seed=k))
+        flat = np.full((64, 64, 3), 40 * k, np.uint8)
+        cv2.imwrite(str(b / f"{k}.png"), flat if k else _noise_image(30.0, seed=k))
+    rep = tmp_path / "rep"
+    s = compare([a, b], out=rep, metric=metric, bootstrap=0, quiet=True, max_pixels=5000)
+    by = {r["method"]: r for r in s["ranking"]}
+    assert by["a"]["near_constant"] == 0 and by["b"]["near_constant"] == 2
+    assert s["meta"]["n_excluded"] == 1  # large.png: refused from its header in both
+    large = next(f for f in s["faces"] if f["face"] == "large.png")
+    assert "16,384 pixels, above the limit of 5,000" in large["methods"]["a"]["error"]
+    rows = list(csv.DictReader((rep / "results.csv").open()))
+    flags = {(r["method"], r["face"]): r["flag"] for r in rows}
+    assert flags[("b", "1.png")] == flags[("b", "2.png")] == "near_constant"
+    assert flags[("a", "1.png")] == flags[("b", "0.png")] == ""
+    assert "<th>near-constant</th>" in (rep / "index.html").read_text()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .score import model_line
+from .score import add_max_pixels, model_line
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -43,6 +43,7 @@ def configure(c: argparse.ArgumentParser) -> None:
         help="bootstrap resamples for the 95%% intervals (0: none; default 2000)",
     )
     c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    add_max_pixels(c)
     c.set_defaults(func=cmd_compare)
 
 
@@ -50,6 +51,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Run ``ifqa compare``: 0 written, 2 usage error, 4 no face readable in every folder."""
     from ..report import LINKED_PAGE, PAGE, _fmt, compare
 
+    if args.max_pixels is not None:  # before cv2 loads: OpenCV reads its own limit once
+        from ..preprocess import limit_opencv
+
+        limit_opencv(args.max_pixels)
     try:
         summary = compare(
             args.dirs,
@@ -61,6 +66,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             bootstrap=args.bootstrap,
             seed=args.seed,
+            max_pixels=args.max_pixels,
         )
     except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
         print(f"ifqa compare: {e}", file=sys.stderr)
@@ -71,7 +77,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     width = max(len(r["method"]) for r in summary["ranking"])
     for rank, r in enumerate(summary["ranking"], 1):
         ci = "" if r["ci_low"] is None else f"  [{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
-        print(f"{rank}. {r['method']:<{width}}  {_fmt(r['mean'])}{ci}  wins {r['wins']}")
+        print(
+            f"{rank}. {r['method']:<{width}}  {_fmt(r['mean'])}{ci}  wins {r['wins']}"
+            f"  near-constant {r['near_constant']}"
+        )
+    for r in summary["ranking"]:
+        if r["near_constant"]:
+            print(
+                f"# {r['near_constant']} of {meta['n_faces']} outputs of {r['method']} are "
+                "near-constant: their scores mean nothing"
+            )
     out = Path(summary["out"])
     print(f"wrote {out / PAGE} (one file, pictures inside; {LINKED_PAGE} links to the folder's)")
     return EXIT_OK if meta["n_valid"] else EXIT_ALL_FAILED
