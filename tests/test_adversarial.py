@@ -98,10 +98,11 @@ def test_discriminator_step_learns_to_separate_real_from_fake():
 
 @pytest.mark.slow
 def test_lazy_r1_runs_every_r1_every_steps():
-    adv = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, r1_every=3)
+    adv = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, r1_weight=10.0, r1_every=3)
     real, fake = _images(seed=1), _images(seed=2)
     had_r1 = ["r1" in adv.discriminator_step(real, fake) for _ in range(6)]
     assert had_r1 == [True, False, False, True, False, False]
+    assert "r1" not in IFQAAdversarialLoss("ifqa-lite", resize=False).discriminator_step(real, fake)
     assert adv.discriminator_step(real, fake, r1=False).keys() == {
         "d_loss",
         "acc_real",
@@ -130,12 +131,12 @@ def test_augmentation_is_differentiable_and_keeps_the_shape():
 @pytest.mark.slow
 def test_state_dict_resumes_exactly(tmp_path):
     torch.manual_seed(0)
-    a = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, r1_every=2)
+    a = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, r1_weight=1.0, r1_every=2)
     real, fake = _images(seed=1), _images(seed=2)
     for _ in range(3):
         a.discriminator_step(real, fake)
     torch.save(a.state_dict(), tmp_path / "adv.pt")
-    b = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, r1_every=2)
+    b = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, r1_weight=1.0, r1_every=2)
     b.load_state_dict(torch.load(tmp_path / "adv.pt", weights_only=True))
     assert b.d_steps == 3
     sa, sb = a.discriminator_step(real, fake), b.discriminator_step(real, fake)
