@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap.add_argument("--steps", type=int, default=60, help="fine-tuning steps per branch")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument(
-        "--ifqa-weight", type=float, default=0.5, help="w in L1 + w * IFQALoss (README: 0.5)"
+        "--ifqa-weight", type=float, default=0.5, help="w in L1 + w * IFQALoss (docs/loss.md: 0.5)"
     )
     ap.add_argument("--model", default="auto", help="IFQA model (auto, ifqa, ifqa-lite, ...)")
     ap.add_argument(

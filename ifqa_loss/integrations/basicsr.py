@@ -159,7 +159,7 @@ class IFQALoss(_LogsTerms, _CoreIFQALoss):
         loss_weight: multiplier of the loss.
         reduction: ``mean`` | ``sum`` over the batch, or ``none`` for a (B,) vector.
         model: ``auto``, ``ifqa``, ``ifqa++``, ``ifqa-lite`` or another registered model.
-        weights: checkpoint file or folder for ``model`` (None: search, see the README).
+        weights: checkpoint file or folder for ``model`` (None: search, see docs/metric-and-cli.md).
         input_range: ``[0, 1]`` (BasicSR SR models) or ``[-1, 1]`` (GFPGAN, CodeFormer).
         form: ``one_minus``, ``softplus``, or the full-reference ``features``/``map``, which
             compare with the ground truth BasicSR passes (see :class:`ifqa_loss.IFQALoss`).
@@ -215,8 +215,7 @@ class IFQAPerceptualLoss(IFQALoss):
     them there is no style term. Same YAML keys as ``IFQALoss``, but ``form`` defaults to
     ``features`` (the discriminator's features of the output matched to the ground truth's,
     as a VGG perceptual loss is used): ``ifqa audit`` finds the no-reference ``one_minus``
-    gamed with the bundled model and ``features`` not (README, "Is the loss gaming the
-    discriminator?").
+    gamed with the bundled model and ``features`` not (docs/audit.md).
     """
 
     def __init__(self, *args: Any, form: str = "features", **kwargs: Any) -> None:
@@ -247,7 +246,7 @@ class PixelIFQALoss(_LogsTerms, nn.Module):
         pixel_weight: weight of the pixel term (its ``loss_weight``).
         pixel_kwargs: further keys for the pixel loss (e.g. ``{eps: 1e-12}`` for Charbonnier).
         ifqa_weight: weight of the IFQA term; 0.5 (half the default pixel weight) is the
-            recommended start for ``form: features`` (``ifqa audit``, README).
+            recommended start for ``form: features`` (``ifqa audit``, docs/loss.md).
         form: default ``features`` (matches the discriminator's features of ``gt``): the
             no-reference forms of the bundled model are gamed when trained against (``ifqa
             audit``).
