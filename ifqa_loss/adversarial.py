@@ -30,11 +30,12 @@ from .loss import (
     CHECK_EVERY,
     FPR_WEIGHTS,
     feature_distance,
+    parse_region_weights,
     pixel_weights,
     region_weight_map,
     weighted_mean,
 )
-from .masks import REGIONS, face_region_masks
+from .masks import face_region_masks
 from .models.base import Discriminator
 from .models.registry import ModelConfig, get_model_config
 from .preprocess import check_images, check_range, to_model_input
@@ -189,7 +190,7 @@ class IFQAAdversarialLoss(nn.Module):
         self.r1_weight = float(r1_weight)
         self.r1_every = r1_every
         self.augment = DiscriminatorAugment(augment)
-        self.region_names, self.region_values = _regions(region_weights)
+        self.region_names, self.region_values = parse_region_weights(region_weights)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, betas=betas)
         self.d_steps = 0
         self.last_d_stats: dict[str, float] = {}
@@ -384,20 +385,6 @@ class IFQAAdversarialLoss(nn.Module):
 
         sd = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
         return save_safetensors(sd, path, metadata={"ifqa_model": self.model_name})
-
-
-def _regions(
-    region_weights: Mapping[str, float] | None,
-) -> tuple[tuple[str, ...], tuple[float, ...]]:
-    if not region_weights:
-        return (), ()
-    unknown = [k for k in region_weights if k not in REGIONS]
-    if unknown:
-        raise ValueError(f"unknown regions {unknown} in region_weights; known: {REGIONS}")
-    values = tuple(float(v) for v in region_weights.values())
-    if any(v < 0 for v in values):
-        raise ValueError(f"region_weights must be >= 0, got {dict(region_weights)}")
-    return tuple(region_weights), values
 
 
 def _same_size(cfg: ModelConfig, x: torch.Tensor) -> ModelConfig:

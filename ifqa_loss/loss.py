@@ -55,6 +55,21 @@ def weighted_mean(per_pixel: torch.Tensor, wmap: torch.Tensor | None) -> torch.T
     return (per_pixel * wmap).sum((1, 2, 3)) / wmap.sum((1, 2, 3)).clamp_min(1e-8)
 
 
+def parse_region_weights(
+    region_weights: Mapping[str, float] | None,
+) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """``{"eyes": 2, ...}`` -> (names, weights), checked; None or {} -> ((), ()) (uniform)."""
+    if not region_weights:
+        return (), ()
+    unknown = [k for k in region_weights if k not in REGIONS]
+    if unknown:
+        raise ValueError(f"unknown regions {unknown} in region_weights; known: {REGIONS}")
+    values = tuple(float(v) for v in region_weights.values())
+    if any(v < 0 for v in values):
+        raise ValueError(f"region_weights must be >= 0, got {dict(region_weights)}")
+    return tuple(region_weights), values
+
+
 def _check_weight_args(images: torch.Tensor, **tensors: torch.Tensor | None) -> None:
     """``weight``/``masks`` must be (B or 1, C, H, W) tensors matching ``images``' batch."""
     for name, t in tensors.items():
@@ -244,16 +259,7 @@ class IFQALoss(HoldsDiscriminator):
         self.loss_weight = float(loss_weight)
         self.check_inputs = check_inputs
         self._calls = 0  # calls whose checks passed, for the check_every schedule
-        self.region_names: tuple[str, ...] = ()
-        self.region_values: tuple[float, ...] = ()
-        if region_weights:
-            unknown = [k for k in region_weights if k not in REGIONS]
-            if unknown:
-                raise ValueError(f"unknown regions {unknown} in region_weights; known: {REGIONS}")
-            self.region_names = tuple(region_weights)
-            self.region_values = tuple(float(v) for v in region_weights.values())
-            if any(v < 0 for v in self.region_values):
-                raise ValueError(f"region_weights must be >= 0, got {dict(region_weights)}")
+        self.region_names, self.region_values = parse_region_weights(region_weights)
         net, cfg = resolve_model(model, weights, device)
         self._hold(net, cfg)
         template_map = None
