@@ -266,12 +266,21 @@ class IFQAAdversarialLoss(nn.Module):
             return None
         template = None
         if landmarks is None and masks is None:
-            m = face_region_masks(None, size, self.region_names, device=x.device)
-            template = region_weight_map(m, self.region_values)
+            template = self._template(size, x.device)
         return pixel_weights(
             x, size, self.region_names, self.region_values, template,
             landmarks=landmarks, masks=masks,
         )  # fmt: skip
+
+    def _template(self, size: int, device: torch.device) -> torch.Tensor:
+        """The template regions' weight map at ``size`` (made once per size and device: the
+        masks are the same at every training step)."""
+        key = (size, str(device))
+        cache = self.__dict__.setdefault("_templates", {})
+        if key not in cache:
+            m = face_region_masks(None, size, self.region_names, device=device)
+            cache[key] = region_weight_map(m, self.region_values)
+        return cache[key]
 
     def forward(
         self,
