@@ -10,7 +10,9 @@ import torch
 
 from ._holder import HoldsDiscriminator, WeightsArg, compile_kwargs, resolve_model
 from .align import AlignOptions
+from .gate import FaceGate, bundled_gate_path, load_face_gate
 from .masks import face_region_masks
+from .models.registry import ModelConfig, get_model_config
 from .preprocess import (
     DEFAULT_MAX_PIXELS,
     check_images,
@@ -18,6 +20,34 @@ from .preprocess import (
     check_range,
     to_model_input,
 )
+
+
+def _resolve_gate(
+    face_gate: bool | str | os.PathLike, cfg: ModelConfig, device: torch.device
+) -> FaceGate | None:
+    """The ``face_gate`` argument as a frozen gate on ``device``, or None."""
+    if isinstance(face_gate, str) and face_gate == "auto":
+        if not _is_bundled(cfg.name) or not bundled_gate_path().is_file():
+            return None
+        face_gate = True
+    if face_gate is False or face_gate is None:
+        return None
+    if face_gate is True:
+        return load_face_gate(None, device)
+    if isinstance(face_gate, str | os.PathLike):
+        return load_face_gate(face_gate, device)
+    raise TypeError(
+        f"face_gate must be 'auto', True, False or a .safetensors path, got {face_gate!r}"
+    )
+
+
+def _is_bundled(name: str) -> bool:
+    """Whether ``name`` is one of the project's own models (the gate was trained for them)."""
+    try:
+        return get_model_config(name).bundled
+    except ValueError:
+        return False
+
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BREAKDOWN_REGIONS = ("eyes", "nose", "mouth", "rest")
@@ -28,12 +58,14 @@ class IFQAMetric(HoldsDiscriminator):
 
     Higher is better; scores lie in [0, 1]. No gradients are computed.
 
-    The score of any input is what the model says, flat images included: a constant image
-    gets a finite score like any other (``ifqa-lite``: 0.73 for black, 0.66 for mid-grey),
-    and a near-constant one scores as noise, since the network's instance normalisation
-    stretches the smallest variation to full contrast. Such a score means nothing about a
-    face; :func:`ifqa_loss.flags.near_constant` tells them apart, and ``score_files`` and
-    ``ifqa score`` flag them (docs/robustness.md).
+    Images that are not faces: the bundled models (``ifqa-lite``, ``ifqa-judge``) multiply
+    their map by the face gate (:mod:`ifqa_loss.gate`), a small network's probability that the
+    input is a face photograph, clean or degraded. Faces keep their score (the gate is about 1);
+    a flat colour, noise, a wall or a posterised face scores near 0, where the discriminator
+    alone gives a black square 0.73. The original ``ifqa`` / ``ifqa++`` are left exactly as
+    published unless asked (``face_gate=True``). Near-constant inputs are also flagged by
+    ``score_files`` and ``ifqa score`` (:func:`ifqa_loss.flags.near_constant`,
+    docs/robustness.md).
 
     Args:
         model: ``"auto"``, a registered name, or a ``Discriminator`` (see :class:`IFQALoss`).
@@ -45,6 +77,9 @@ class IFQAMetric(HoldsDiscriminator):
         compile: run the network through ``torch.compile`` (one-time compile cost per batch
             shape): ``True``, a mode such as ``"max-autotune"``, or a dict of
             ``torch.compile`` keyword arguments.
+        face_gate: ``"auto"`` (the bundled gate for the bundled models, none for the others),
+            ``True`` (the bundled gate), ``False`` (none) or a gate's ``.safetensors`` path.
+            Maps, scores and region scores are all multiplied by the gate.
 
     Inputs are checked at every call, values included (NaN/Inf, another convention): each
     batch scored is new data whose numbers are the result, so unlike :class:`IFQALoss` the
@@ -67,6 +102,7 @@ class IFQAMetric(HoldsDiscriminator):
         batch_size: int = 32,
         input_range: Sequence[float] = (0.0, 1.0),
         compile: bool | str | Mapping[str, object] = False,
+        face_gate: bool | str | os.PathLike = "auto",
     ) -> None:
         super().__init__()
         if device is None:
@@ -91,6 +127,22 @@ class IFQAMetric(HoldsDiscriminator):
         # input shape; worth it for large sets on a GPU.
         kwargs = compile_kwargs(compile)
         self.__dict__["_net_fn"] = net if kwargs is None else torch.compile(net, **kwargs)
+        self.__dict__["face_gate"] = _resolve_gate(face_gate, cfg, device)
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        if self.__dict__.get("face_gate") is not None:
+            self.face_gate._apply(fn)
+        return super()._apply(fn, recurse)
+
+    def _gate(self, x: torch.Tensor) -> torch.Tensor:
+        """P(face) of network-ready inputs, (B, 3, S, S) -> (B, 1, 1, 1) (1 without a gate)."""
+        if self.face_gate is None:
+            return x.new_ones(x.shape[0], 1, 1, 1)
+        cfg = self.config
+        mean = x.new_tensor(cfg.mean).view(1, 3, 1, 1)
+        std = x.new_tensor(cfg.std).view(1, 3, 1, 1)
+        rgb = (x.float() * std + mean) * 2 - 1  # the gate takes RGB in [-1, 1]
+        return self.face_gate.probability(rgb).view(-1, 1, 1, 1)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp is None or self.device.type != "cuda":
@@ -102,8 +154,10 @@ class IFQAMetric(HoldsDiscriminator):
         """Maps of network-ready inputs ((B,3,S,S) in [-1,1]), chunked by ``batch_size``."""
         out = []
         for chunk in x.split(self.batch_size):
+            chunk = chunk.to(self.device)
             with self._autocast():
-                out.append(self._net_fn(chunk.to(self.device)).float())
+                maps = self._net_fn(chunk).float()
+            out.append(maps * self._gate(chunk))
         return torch.cat(out)
 
     @torch.no_grad()

@@ -162,7 +162,11 @@ def _build_metric(args: argparse.Namespace, local_rank: int):
         batch_size=args.batch_size,
         amp=args.amp,
         compile=args.compile,
+        face_gate=_GATE_CHOICES[args.face_gate],
     )
+
+
+_GATE_CHOICES = {"auto": "auto", "on": True, "off": False}
 
 
 def _init_distributed(metric) -> None:
@@ -185,6 +189,7 @@ def _score_meta(metric, world: int, align) -> dict:
         "weights": metric.weights_origin,
         "device": str(metric.device) if world == 1 else f"{metric.device.type} x{world}",
         "ifqa_loss": __version__,
+        "face_gate": None if metric.face_gate is None else metric.face_gate.weights_origin,
     }
     if align is not None:
         meta["align"] = {"detector": "dlib HOG + 68-point predictor", **asdict(align)}
@@ -494,6 +499,13 @@ def configure(s: argparse.ArgumentParser) -> None:
         action="store_true",
         help='flag images in which dlib finds no face (flag "no_face"; '
         'pip install "ifqa-loss[align]")',
+    )
+    s.add_argument(
+        "--face-gate",
+        choices=sorted(_GATE_CHOICES),
+        default="auto",
+        help="multiply each score by the face gate's P(face), so that images that are not "
+        "faces score near 0 (auto: for the bundled models; docs/robustness.md)",
     )
     s.add_argument(
         "--progress",

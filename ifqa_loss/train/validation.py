@@ -399,6 +399,12 @@ def validate_main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     p.add_argument(
+        "--face-gate",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the metric's face gate (auto: on for the bundled models)",
+    )
+    p.add_argument(
         "--check",
         action="store_true",
         help="exit with status 1 unless every family meets >=90%% and rho <= -0.8 and no"
@@ -420,9 +426,13 @@ def validate_main(argv: list[str] | None = None) -> int:
         return 2
     if args.limit:
         files = files[: args.limit]
-    metric = IFQAMetric(model=args.model, weights=args.weights, device=args.device, batch_size=8)
+    gate = {"auto": "auto", "on": True, "off": False}[args.face_gate]
+    metric = IFQAMetric(
+        model=args.model, weights=args.weights, device=args.device, batch_size=8, face_gate=gate
+    )
     origin = getattr(metric.discriminator, "weights_origin", "?")
-    print(f"model: {metric.model_name} (weights: {origin})")
+    gated = "none" if metric.face_gate is None else metric.face_gate.weights_origin
+    print(f"model: {metric.model_name} (weights: {origin}; face gate: {gated})")
     print(f"faces: {len(files)} ({what})")
     faces = [load_face(f, EVAL_SIZE) for f in files]
     images: bool | list[tuple[str, np.ndarray]] = False
