@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 
@@ -23,11 +24,14 @@ from .preprocess import (
 
 
 def _resolve_gate(
-    face_gate: bool | str | os.PathLike, cfg: ModelConfig, device: torch.device
+    face_gate: bool | str | os.PathLike,
+    net: torch.nn.Module,
+    cfg: ModelConfig,
+    device: torch.device,
 ) -> FaceGate | None:
     """The ``face_gate`` argument as a frozen gate on ``device``, or None."""
     if isinstance(face_gate, str) and face_gate == "auto":
-        if not _is_bundled(cfg.name) or not bundled_gate_path().is_file():
+        if not _is_bundled(net, cfg) or not bundled_gate_path().is_file():
             return None
         face_gate = True
     if face_gate is False or face_gate is None:
@@ -41,12 +45,18 @@ def _resolve_gate(
     )
 
 
-def _is_bundled(name: str) -> bool:
-    """Whether ``name`` is one of the project's own models (the gate was trained for them)."""
+def _is_bundled(net: torch.nn.Module, cfg: ModelConfig) -> bool:
+    """Whether ``net`` is one of the project's own models with its shipped weights (the gate
+    was trained and checked for those; a user's retrained weights are scored as they are)."""
     try:
-        return get_model_config(name).bundled
+        shipped = get_model_config(cfg.name)
     except ValueError:
         return False
+    if not shipped.bundled:
+        return False
+    origin = Path(str(getattr(net, "weights_origin", "")))
+    here = bundled_gate_path().parent.resolve()
+    return origin.name == shipped.weight_file and origin.resolve().parent == here
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -77,7 +87,8 @@ class IFQAMetric(HoldsDiscriminator):
         compile: run the network through ``torch.compile`` (one-time compile cost per batch
             shape): ``True``, a mode such as ``"max-autotune"``, or a dict of
             ``torch.compile`` keyword arguments.
-        face_gate: ``"auto"`` (the bundled gate for the bundled models, none for the others),
+        face_gate: ``"auto"`` (the bundled gate for the bundled models with their shipped
+            weights, none for the others: published, user-trained or exported weights),
             ``True`` (the bundled gate), ``False`` (none) or a gate's ``.safetensors`` path.
             Maps, scores and region scores are all multiplied by the gate.
 
@@ -127,7 +138,7 @@ class IFQAMetric(HoldsDiscriminator):
         # input shape; worth it for large sets on a GPU.
         kwargs = compile_kwargs(compile)
         self.__dict__["_net_fn"] = net if kwargs is None else torch.compile(net, **kwargs)
-        self.__dict__["face_gate"] = _resolve_gate(face_gate, cfg, device)
+        self.__dict__["face_gate"] = _resolve_gate(face_gate, net, cfg, device)
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
         if self.__dict__.get("face_gate") is not None:

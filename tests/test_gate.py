@@ -96,8 +96,10 @@ def test_auto_gate_is_for_the_projects_own_models(tiny_cnn):
         pytest.skip(f"no bundled gate at {bundled_gate_path()}")
     assert IFQAMetric(model="ifqa-lite", device="cpu").face_gate is not None
     assert IFQAMetric(model="ifqa-judge", device="cpu").face_gate is not None
-    # a user's own network is scored as it is, unless asked
+    # a user's own network, or the architecture with other weights, is scored as it is
     assert IFQAMetric(model=tiny_cnn, device="cpu").face_gate is None
+    sd = IFQAMetric(model="ifqa-lite", device="cpu").discriminator.state_dict()
+    assert IFQAMetric(model="ifqa-lite", weights=sd, device="cpu").face_gate is None
     assert IFQAMetric(model=tiny_cnn, device="cpu", face_gate=True).face_gate is not None
 
 
