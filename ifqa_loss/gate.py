@@ -28,6 +28,8 @@ GATE_SIZE = 128  # the gate's input side; inputs of other sizes are resized to i
 # has its face: the background of a face crop says little about whether it holds a face.
 CENTRE = 0.75
 GATE_FILE = "face-gate.safetensors"
+# The command-line choices (``--face-gate``) as ``IFQAMetric(face_gate=...)`` values.
+GATE_CHOICES = {"auto": "auto", "on": True, "off": False}
 
 
 N_STATS = 2  # flat fraction, colour concentration (see :func:`flat_statistics`)

@@ -150,6 +150,7 @@ def _build_metric(args: argparse.Namespace, local_rank: int):
     """The metric of ``ifqa score``, on ``--device`` or this rank's GPU, else the CPU."""
     import torch
 
+    from ..gate import GATE_CHOICES
     from ..metric import IFQAMetric
 
     device = args.device
@@ -162,11 +163,8 @@ def _build_metric(args: argparse.Namespace, local_rank: int):
         batch_size=args.batch_size,
         amp=args.amp,
         compile=args.compile,
-        face_gate=_GATE_CHOICES[args.face_gate],
+        face_gate=GATE_CHOICES[args.face_gate],
     )
-
-
-_GATE_CHOICES = {"auto": "auto", "on": True, "off": False}
 
 
 def _init_distributed(metric) -> None:
@@ -502,7 +500,7 @@ def configure(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--face-gate",
-        choices=sorted(_GATE_CHOICES),
+        choices=("auto", "off", "on"),
         default="auto",
         help="multiply each score by the face gate's P(face), so that images that are not "
         "faces score near 0 (auto: for the bundled models; docs/robustness.md)",

@@ -34,7 +34,7 @@ from ..gate import FaceGate
 from .artefacts import random_artefact
 from .config import DataConfig, DegradationConfig, load_config
 from .data import augment, list_images, load_face, resize_antialiased, split_faces
-from .degenerate import KINDS, random_degenerate
+from .degenerate import KINDS, _resized, random_degenerate
 from .degradations import random_degradation, to_gray
 from .trainer import load_backgrounds
 
@@ -110,13 +110,6 @@ def split_monitor(
     return (f, b), (mf, mb)
 
 
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    if img.shape[0] == size:
-        return img
-    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
-    return np.clip(cv2.resize(img, (size, size), interpolation=interp), 0, 1).astype(np.float32)
-
-
 def to_gate_input(img: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(H, W, 3) in [0, 1] -> ((3, 128, 128), (2,)) as the gate sees it inside the metric.
 
@@ -148,7 +141,7 @@ def make_positive(face: np.ndarray, cfg: GateConfig, rng: np.random.Generator) -
     if rng.random() < cfg.artefact_prob:
         face, _ = random_artefact(np.ascontiguousarray(face), _degradation(), rng)
     size = int(rng.choice(cfg.face_sizes, p=cfg.face_size_probs))
-    return _resize(np.ascontiguousarray(face, dtype=np.float32), size)
+    return _resized(np.ascontiguousarray(face, dtype=np.float32), size)
 
 
 @functools.lru_cache(maxsize=1)
@@ -164,7 +157,7 @@ def make_negative(
 ) -> tuple[np.ndarray, str]:
     """``(image, kind)``: a degenerate image at one of ``cfg.degenerate_sizes``."""
     size = int(rng.choice(cfg.degenerate_sizes))
-    img, p = random_degenerate(_resize(face, size), cfg.degenerate_weights, rng, backgrounds)
+    img, p = random_degenerate(_resized(face, size), cfg.degenerate_weights, rng, backgrounds)
     return img, p["kind"]
 
 

@@ -35,6 +35,7 @@ import torch
 from scipy.stats import spearmanr
 
 from .._io import atomic_write_text, strict_json
+from ..gate import GATE_CHOICES
 from .artefacts import unsharp
 from .degenerate import degenerate_test_set
 from .degradations import add_gaussian_noise, down_up, gaussian_blur, jpeg, quantize
@@ -400,7 +401,7 @@ def validate_main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     p.add_argument(
         "--face-gate",
-        choices=("auto", "on", "off"),
+        choices=sorted(GATE_CHOICES),
         default="auto",
         help="the metric's face gate (auto: on for the bundled models)",
     )
@@ -426,9 +427,12 @@ def validate_main(argv: list[str] | None = None) -> int:
         return 2
     if args.limit:
         files = files[: args.limit]
-    gate = {"auto": "auto", "on": True, "off": False}[args.face_gate]
     metric = IFQAMetric(
-        model=args.model, weights=args.weights, device=args.device, batch_size=8, face_gate=gate
+        model=args.model,
+        weights=args.weights,
+        device=args.device,
+        batch_size=8,
+        face_gate=GATE_CHOICES[args.face_gate],
     )
     origin = getattr(metric.discriminator, "weights_origin", "?")
     gated = "none" if metric.face_gate is None else metric.face_gate.weights_origin
