@@ -10,13 +10,14 @@ strengths), then fine-tuned from those weights, on the same batches, once per br
 - ``frozen``: L1 + w x the region-weighted non-saturating term of the frozen ``ifqa-lite``
   (the no-reference form as a GAN term, never updated);
 - ``cotrained``: L1 + w x the same term from ``IFQAAdversarialLoss``, whose discriminator starts
-  from ``ifqa-lite`` and takes one step per restorer step (its defaults: Adam 1e-4, lazy R1,
-  augmentation);
+  from ``ifqa-lite``, first takes ``d_warmup`` steps alone on the restorer's outputs, then one
+  step per restorer step (Adam at ``d_lr``, augmentation; see ``Settings``);
 - ``random``: the same with the discriminator started from random weights (does IFQA's
   training help?).
 
 Every branch runs the discriminator at the crop's own size (128 px crops of 256 px faces: the
-scale ``ifqa-lite`` was trained at). The held-out faces (16, the audit's, never trained on,
+scale ``ifqa-lite`` was trained at), with the eye/nose/mouth weights of the whole face cropped
+with the image. The held-out faces (16, the audit's, never trained on,
 each under 4 fixed blind degradations) are restored at 256 px and measured with what no branch
 optimises: PSNR/SSIM, NIQE and the other judges of :mod:`ifqa_loss.audit.judges`, the separate
 ``ifqa-judge``, dlib's identity distance, sharpness and colour shift. The discriminator's pixel
@@ -112,10 +113,11 @@ def _t(img: np.ndarray) -> torch.Tensor:
 
 def training_batch(
     faces: torch.Tensor, seed: int, step: int, batch: int, crop: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(degraded, clean) crops; a function of (seed, step) only, so a resumed run sees the same."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(degraded, clean) crops and each crop's (y, x) origin in its face; a function of
+    (seed, step) only, so a resumed run sees the same."""
     rng = np.random.default_rng([seed, step])
-    lqs, gts = [], []
+    lqs, gts, origins = [], [], []
     for _ in range(batch):
         g = faces[int(rng.integers(len(faces)))]
         g = g.flip(-1) if rng.random() < 0.5 else g
@@ -123,7 +125,8 @@ def training_batch(
         y, x = (int(v) for v in rng.integers(0, g.shape[-1] - crop + 1, size=2))
         lqs.append(lq[:, y : y + crop, x : x + crop])
         gts.append(g[:, y : y + crop, x : x + crop])
-    return torch.stack(lqs), torch.stack(gts)
+        origins.append((y, x))
+    return torch.stack(lqs), torch.stack(gts), torch.tensor(origins)
 
 
 def held_out_cases(faces: torch.Tensor, per_face: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,11 +170,12 @@ def pinned(out: Path) -> dict[str, Path]:
     return paths
 
 
-def make_term(run: Run, weights: Path) -> IFQAAdversarialLoss | None:
-    """The branch's IFQA term (None for ``l1``); trained only for cotrained/random."""
+def make_term(run: Run, weights: Path, d_lr: float = 1e-4) -> IFQAAdversarialLoss | None:
+    """The branch's IFQA term (None for ``l1``); trained only for cotrained/random, with Adam at
+    ``d_lr``."""
     if run.branch == "l1":
         return None
-    kw = {"resize": False}
+    kw = {"resize": False, "lr": d_lr}
     if run.branch == "features":
         return IFQAAdversarialLoss(
             "ifqa-lite", weights, loss_weight=0.0, feature_weight=run.weight, **kw
@@ -190,7 +194,17 @@ def trains_discriminator(run: Run) -> bool:
 
 @dataclass
 class Settings:
-    """What every run shares (recorded in each result)."""
+    """What every run shares (recorded in each result).
+
+    The discriminator settings are the second recipe (2026-12-02, chosen from the first
+    recipe's training logs, before any of its runs): ``d_lr`` the restorer's own rate (at 1e-4
+    the restorer fooled the warm-started discriminator within 50 steps and it stayed near
+    chance), ``d_warmup`` discriminator-only steps on the warmed-up restorer's outputs before
+    the GAN term starts (BasicSR's ``net_d_init_iters``), and ``regions="crop"``: the face
+    regions of the whole 256 px face, cropped with the image, so the eyes' weight lands on the
+    eyes. The first recipe was ``--d-lr 1e-4 --d-warmup 0 --regions template`` (the template
+    drawn at the crop's size, wherever the crop was).
+    """
 
     size: int = 256
     crop: int = 128
@@ -200,6 +214,25 @@ class Settings:
     steps: int = 1000
     save_every: int = 100
     threads: int = 1
+    d_lr: float = 5e-4
+    d_warmup: int = 200
+    regions: str = "crop"
+
+
+def region_masks(
+    term: IFQAAdversarialLoss | None, origins: torch.Tensor, st: Settings
+) -> torch.Tensor | None:
+    """(B, R, crop, crop) masks of the term's regions for crops at ``origins`` of ``st.size``
+    faces (``regions="crop"``), or None: the term draws its template at the crop's size."""
+    if term is None or st.regions == "template" or not term.region_names:
+        return None
+    if st.regions != "crop":
+        raise ValueError(f"regions must be 'crop' or 'template', got {st.regions!r}")
+    from ifqa_loss.masks import face_region_masks
+
+    whole = face_region_masks(None, st.size, term.region_names)[0]
+    c = st.crop
+    return torch.stack([whole[:, y : y + c, x : x + c] for y, x in origins.tolist()])
 
 
 def restorer_step(
@@ -208,12 +241,13 @@ def restorer_step(
     term: IFQAAdversarialLoss | None,
     lq: torch.Tensor,
     gt: torch.Tensor,
+    masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One restorer update with L1 (+ the IFQA term); returns the detached output."""
     out = net(lq)
     loss = F.l1_loss(out, gt)
     if term is not None:
-        loss = loss + term(out, gt)
+        loss = loss + term(out, gt, masks=masks)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -229,7 +263,7 @@ def warmed_up(out: Path, faces: torch.Tensor, seed: int, st: Settings) -> dict:
     net = UNetRestorer()
     opt = torch.optim.Adam(net.parameters(), lr=st.lr)
     for step in range(st.warmup):
-        lq, gt = training_batch(faces, seed + 1000, step, st.batch, st.crop)
+        lq, gt, _ = training_batch(faces, seed + 1000, step, st.batch, st.crop)
         restorer_step(net, opt, None, lq, gt)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
@@ -257,6 +291,21 @@ def _resume(folder: Path, net, opt, term) -> tuple[int, list[dict]]:
     return int(state["step"]), list(state["log"])
 
 
+def warm_up_discriminator(
+    run: Run, net: torch.nn.Module, term: IFQAAdversarialLoss, faces: torch.Tensor, st: Settings
+) -> list[dict]:
+    """``st.d_warmup`` discriminator-only steps on the restorer's outputs (it is not updated),
+    on batches of their own; logged with negative steps."""
+    log = []
+    for k in range(st.d_warmup):
+        torch.manual_seed(run.seed * 100_003 - k - 1)
+        lq, gt, _ = training_batch(faces, run.seed + 2000, k, st.batch, st.crop)
+        with torch.no_grad():
+            fake = net(lq)
+        log.append({"step": k - st.d_warmup, **term.discriminator_step(gt, fake)})
+    return log
+
+
 def fine_tune(run: Run, out: Path, faces: torch.Tensor, weights: Path, st: Settings):
     """Fine-tune ``run`` from its seed's warm-up; resumes from the run's checkpoint."""
     folder = out / "runs" / run.name
@@ -264,13 +313,15 @@ def fine_tune(run: Run, out: Path, faces: torch.Tensor, weights: Path, st: Setti
     net = UNetRestorer()
     net.load_state_dict(warmed_up(out, faces, run.seed, st))
     opt = torch.optim.Adam(net.parameters(), lr=st.lr)
-    term = make_term(run, weights)
+    term = make_term(run, weights, st.d_lr)
     start, log = _resume(folder, net, opt, term)
+    if start == 0 and term is not None and trains_discriminator(run):
+        log = warm_up_discriminator(run, net, term, faces, st)
     t0 = time.time()
     for step in range(start, st.steps):
         torch.manual_seed(run.seed * 100_003 + step)  # the augmentation's draws, for resuming
-        lq, gt = training_batch(faces, run.seed, st.warmup + step, st.batch, st.crop)
-        fake = restorer_step(net, opt, term, lq, gt)
+        lq, gt, origins = training_batch(faces, run.seed, st.warmup + step, st.batch, st.crop)
+        fake = restorer_step(net, opt, term, lq, gt, region_masks(term, origins, st))
         if term is not None and trains_discriminator(run):
             log.append({"step": step, **term.discriminator_step(gt, fake)})
         if (step + 1) % st.save_every == 0 or step + 1 == st.steps:
@@ -403,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r.name:24s} {state}")
         return 0
     st = Settings(**{k: getattr(args, k) for k in asdict(Settings())})
+    if st.regions not in ("crop", "template"):
+        print(f"--regions must be 'crop' or 'template', got {st.regions!r}", file=sys.stderr)
+        return 2
     torch.set_num_threads(st.threads)
     names = {r.name for r in plan()}
     only = set(args.only.split(",")) if args.only else names

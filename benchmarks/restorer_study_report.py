@@ -129,14 +129,16 @@ def curves(runs: list[dict], path: Path) -> Path | None:
     return path
 
 
-def grid(out: Path, runs: list[dict], cases: tuple[int, ...] = (0, 13, 26, 39, 52, 63)) -> Path:
-    """Rows: cases; columns: input, each branch's recommended run (seed 0), clean."""
+def grid(
+    out: Path, runs: list[dict], seed: int = 0, cases: tuple[int, ...] = (0, 13, 26, 39, 52, 63)
+) -> Path:
+    """Rows: cases; columns: input, each branch's recommended run of ``seed``, clean."""
     import cv2
 
     data = torch.load(out / "cases.pt", weights_only=True)
     cols = [("input", data["lq"])]
     for branch in ORDER:
-        pick = [r for r in runs if r["run"]["branch"] == branch and r["run"]["seed"] == 0]
+        pick = [r for r in runs if r["run"]["branch"] == branch and r["run"]["seed"] == seed]
         rec = [r for r in pick if r["run"]["weight"] in (0.0, 0.01, 0.5)]
         for r in rec[:1]:
             imgs = torch.load(out / "runs" / r["run"]["name"] / "outputs.pt", weights_only=True)
@@ -150,12 +152,14 @@ def grid(out: Path, runs: list[dict], cases: tuple[int, ...] = (0, 13, 26, 39, 5
     head = np.full((24, img.shape[1], 3), 255, np.uint8)
     for j, (name, _) in enumerate(cols):
         cv2.putText(head, name, (j * 256 + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    return atomic_write_image(out / "grid.png", np.concatenate([head, img], 0))
+    name = "grid.png" if seed == 0 else f"grid_s{seed}.png"
+    return atomic_write_image(out / name, np.concatenate([head, img], 0))
 
 
 def main(argv: list[str] | None = None) -> int:
     a = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     a.add_argument("--out", default="study")
+    a.add_argument("--seed", type=int, default=0, help="the seed whose runs the grid shows")
     args = a.parse_args(argv)
     out = Path(args.out)
     base, runs = load(out)
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += target_check(runs)
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
-    for p in (curves(runs, out / "curves.png"), grid(out, runs) if runs else None):
+    for p in (curves(runs, out / "curves.png"), grid(out, runs, args.seed) if runs else None):
         if p is not None:
             print(f"wrote {p}")
     return 0

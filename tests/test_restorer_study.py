@@ -58,6 +58,25 @@ def test_training_batches_depend_on_seed_and_step_only(study):
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a[1], c[1])
     assert a[0].shape == a[1].shape == (2, 3, 64, 64)
+    assert a[2].shape == (2, 2) and int(a[2].min()) >= 0 and int(a[2].max()) <= 96 - 64
+
+
+def test_region_masks_follow_the_crop_over_the_whole_face(study):
+    from ifqa_loss.masks import face_region_masks
+
+    st = study.Settings(size=256, crop=128)
+    term = study.make_term(study.Run("frozen", 0.01, 0), None)
+    origins = torch.tensor([[60, 40], [128, 0]])  # over the eyes; the lower left quarter
+    masks = study.region_masks(term, origins, st)
+    whole = face_region_masks(None, 256, term.region_names)[0]
+    assert masks.shape == (2, len(term.region_names), 128, 128)
+    assert torch.equal(masks[0], whole[:, 60:188, 40:168])
+    eyes = term.region_names.index("eyes")
+    assert masks[0, eyes].max() > 0.9 and masks[1, eyes].max() < 0.4  # eyes 8 px above it
+    # the first recipe drew the template at the crop's size instead
+    assert study.region_masks(term, origins, study.Settings(regions="template")) is None
+    with pytest.raises(ValueError, match="'crop' or 'template'"):
+        study.region_masks(term, origins, study.Settings(regions="nose"))
 
 
 def test_only_the_co_trained_branches_train_their_discriminator(study):
@@ -73,12 +92,12 @@ def test_only_the_co_trained_branches_train_their_discriminator(study):
 @pytest.mark.slow
 def test_a_run_resumes_from_its_checkpoint(study, tmp_path):
     faces = torch.rand(3, 3, 96, 96)
-    st = study.Settings(size=96, crop=64, batch=2, warmup=1, steps=2, save_every=1)
+    kw = {"size": 96, "crop": 64, "batch": 2, "warmup": 1, "save_every": 1, "d_warmup": 2}
+    st = study.Settings(steps=2, **kw)
     run = study.Run("cotrained", 0.01, 0)
     _, _, log = study.fine_tune(run, tmp_path, faces, None, st)
-    assert [r["step"] for r in log] == [0, 1]
+    assert [r["step"] for r in log] == [-2, -1, 0, 1]  # discriminator-only steps first
     assert {"acc_real", "acc_fake", "d_loss"} <= set(log[0])
-    longer = study.Settings(size=96, crop=64, batch=2, warmup=1, steps=3, save_every=1)
-    _, term, log = study.fine_tune(run, tmp_path, faces, None, longer)
-    assert [r["step"] for r in log] == [0, 1, 2]  # steps 0-1 read back, step 2 trained
-    assert term.d_steps == 3
+    _, term, log = study.fine_tune(run, tmp_path, faces, None, study.Settings(steps=3, **kw))
+    assert [r["step"] for r in log] == [-2, -1, 0, 1, 2]  # read back; only step 2 trained
+    assert term.d_steps == 5
