@@ -420,9 +420,34 @@ def run_one(run: Run, out: Path, data: dict, measures: Measures, st: Settings) -
     return result
 
 
-def status(out: Path) -> list[tuple[Run, str]]:
+def parse_run(name: str) -> Run:
+    """``l1_sN`` or ``BRANCH_WEIGHT_sN`` (a branch of :data:`WEIGHTS`, a weight > 0): runs off
+    the plan are allowed, so a curve can gain a point; the plan's own names parse the same."""
+    head, _, seed = name.rpartition("_s")
+    branch, _, weight = head.partition("_")
+    try:
+        if branch == "l1" and not weight and seed.isdigit():
+            return Run("l1", 0.0, int(seed))
+        run = Run(branch, float(weight), int(seed))
+    except ValueError:
+        run = None
+    if run is None or branch not in WEIGHTS or run.weight <= 0 or run.seed < 0:
+        raise ValueError(
+            f"unknown run {name!r}: use l1_sN or BRANCH_WEIGHT_sN with BRANCH one of "
+            f"{sorted(WEIGHTS)} (for example cotrained_0.01_s0); see --list"
+        )
+    return run
+
+
+def status(out: Path, extra: list[Run] = ()) -> list[tuple[Run, str]]:
+    """Each run of the plan, then of ``extra`` and of ``OUT/runs`` off the plan, with its state."""
+    runs = plan()
+    found = sorted(p.name for p in (out / "runs").glob("*") if p.is_dir())
+    for r in [*extra, *(parse_run(n) for n in found)]:
+        if r not in runs:
+            runs.append(r)
     rows = []
-    for r in plan():
+    for r in runs:
         folder = out / "runs" / r.name
         if (folder / "result.json").exists():
             rows.append((r, "done"))
@@ -437,7 +462,10 @@ def status(out: Path) -> list[tuple[Run, str]]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     a.add_argument("--out", default="study", help="folder for checkpoints and results")
-    a.add_argument("--only", help="comma-separated run names (see --list); default: all")
+    a.add_argument(
+        "--only",
+        help="comma-separated run names (see --list; off-plan weights too); default: the plan",
+    )
     a.add_argument("--list", action="store_true", help="print the plan and what is done")
     a.add_argument("--data-root", help="the faces folder (default: ../shared/data/faces)")
     st = Settings()
@@ -458,17 +486,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--regions must be 'crop' or 'template', got {st.regions!r}", file=sys.stderr)
         return 2
     torch.set_num_threads(st.threads)
-    names = {r.name for r in plan()}
-    only = set(args.only.split(",")) if args.only else names
-    if only - names:
-        print(f"unknown runs {sorted(only - names)}; see --list", file=sys.stderr)
+    try:
+        extra = [parse_run(n) for n in args.only.split(",")] if args.only else []
+    except ValueError as e:
+        print(e, file=sys.stderr)
         return 2
+    only = {r.name for r in extra} or {r.name for r in plan()}
     train, held = load_split(args.data_root, st.size)
     lq, gt = held_out_cases(held)
     data = {"train": train, "lq": lq, "gt": gt, "pinned": pinned(out)}
     measures = Measures(data["pinned"])
     baseline(out, measures, lq, gt)
-    for run, state in status(out):
+    for run, state in status(out, extra):
         if run.name in only and state != "done":
             print(f"{run.name}: {state}", flush=True)
             res = run_one(run, out, data, measures, st)

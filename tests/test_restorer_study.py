@@ -101,3 +101,19 @@ def test_a_run_resumes_from_its_checkpoint(study, tmp_path):
     _, term, log = study.fine_tune(run, tmp_path, faces, None, study.Settings(steps=3, **kw))
     assert [r["step"] for r in log] == [-2, -1, 0, 1, 2]  # read back; only step 2 trained
     assert term.d_steps == 5
+
+
+def test_run_names_parse_back_and_off_plan_weights_are_accepted(study):
+    for run in study.plan():
+        assert study.parse_run(run.name) == run
+    assert study.parse_run("cotrained_0.001_s1") == study.Run("cotrained", 0.001, 1)
+    for bad in ("l1_0.01_s0", "gan_0.01_s0", "cotrained_s0", "cotrained_0_s0", "cotrained_0.01"):
+        with pytest.raises(ValueError, match="unknown run"):
+            study.parse_run(bad)
+
+
+def test_list_shows_off_plan_runs_found_in_the_folder(study, tmp_path):
+    (tmp_path / "runs" / "cotrained_0.001_s0").mkdir(parents=True)
+    rows = {r.name: state for r, state in study.status(tmp_path)}
+    assert rows["cotrained_0.001_s0"] == "to do" and rows["l1_s0"] == "to do"
+    assert study.main(["--out", str(tmp_path), "--only", "nonsense"]) == 2
