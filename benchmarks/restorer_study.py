@@ -37,6 +37,7 @@ running the script again skips finished runs and continues unfinished ones. Run 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import shutil
@@ -228,11 +229,17 @@ def region_masks(
         return None
     if st.regions != "crop":
         raise ValueError(f"regions must be 'crop' or 'template', got {st.regions!r}")
-    from ifqa_loss.masks import face_region_masks
-
-    whole = face_region_masks(None, st.size, term.region_names)[0]
+    whole = _whole_face_masks(st.size, tuple(term.region_names))
     c = st.crop
     return torch.stack([whole[:, y : y + c, x : x + c] for y, x in origins.tolist()])
+
+
+@functools.lru_cache(maxsize=4)
+def _whole_face_masks(size: int, names: tuple[str, ...]) -> torch.Tensor:
+    """The template's (R, size, size) region masks, made once: the same at every step."""
+    from ifqa_loss.masks import face_region_masks
+
+    return face_region_masks(None, size, names)[0]
 
 
 def restorer_step(
