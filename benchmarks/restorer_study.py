@@ -13,7 +13,10 @@ strengths), then fine-tuned from those weights, on the same batches, once per br
   from ``ifqa-lite``, first takes ``d_warmup`` steps alone on the restorer's outputs, then one
   step per restorer step (Adam at ``d_lr``, augmentation; see ``Settings``);
 - ``random``: the same with the discriminator started from random weights (does IFQA's
-  training help?).
+  training help?);
+- ``matched``: ``cotrained`` plus matching of the co-trained discriminator's *current* features
+  of the output to those of the clean face, at ``FM_RATIO`` x w (pix2pixHD's feature matching;
+  the third recipe, 2026-12-02).
 
 Every branch runs the discriminator at the crop's own size (128 px crops of 256 px faces: the
 scale ``ifqa-lite`` was trained at), with the eye/nose/mouth weights of the whole face cropped
@@ -82,8 +85,11 @@ WEIGHTS = {
     "random": (0.01, 0.03),
     "frozen": (0.01, 0.03),
     "features": (0.1, 0.5),
+    "matched": (0.003, 0.01),
 }
-RECOMMENDED = {"cotrained": 0.01, "random": 0.01, "frozen": 0.01, "features": 0.5}
+RECOMMENDED = {"cotrained": 0.01, "random": 0.01, "frozen": 0.01, "features": 0.5, "matched": 0.01}
+# ``matched``'s feature-matching weight over its GAN weight: pix2pixHD's 10, fixed before any run.
+FM_RATIO = 10.0
 
 
 def plan() -> list[Run]:
@@ -183,11 +189,16 @@ def make_term(run: Run, weights: Path, d_lr: float = 1e-4) -> IFQAAdversarialLos
         )
     if run.branch == "random":
         return IFQAAdversarialLoss("ifqa-lite", pretrained=False, loss_weight=run.weight, **kw)
+    if run.branch == "matched":
+        fm = FM_RATIO * run.weight
+        return IFQAAdversarialLoss(
+            "ifqa-lite", weights, loss_weight=run.weight, feature_weight=fm, **kw
+        )
     return IFQAAdversarialLoss("ifqa-lite", weights, loss_weight=run.weight, **kw)
 
 
 def trains_discriminator(run: Run) -> bool:
-    return run.branch in ("cotrained", "random")
+    return run.branch in ("cotrained", "random", "matched")
 
 
 # --- training -----------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ COLUMNS = (  # (key, header, digits); NIQE/BRISQUE/GMSD lower is better
     ("colour", "colour", 2),
     ("sharpness", "sharp", 2),
 )
-TARGET_BRANCH, TARGET_WEIGHT = "cotrained", 0.01
-ORDER = ("l1", "features", "frozen", "random", "cotrained")
+TARGET_BRANCHES, TARGET_WEIGHT = ("cotrained", "matched"), 0.01  # the issue's co-trained term
+ORDER = ("l1", "features", "frozen", "random", "cotrained", "matched")
 
 
 def load(out: Path) -> tuple[dict, list[dict]]:
@@ -67,12 +67,12 @@ def table(base: dict, runs: list[dict]) -> list[str]:
     return lines
 
 
-def target_check(runs: list[dict]) -> list[str]:
-    """The issue's targets for the co-trained branch at its recommended weight, per seed."""
+def target_check(runs: list[dict], branch: str = "cotrained") -> list[str]:
+    """The issue's targets for a co-trained ``branch`` at its recommended weight, per seed."""
     by = {(r["run"]["branch"], r["run"]["weight"], r["run"]["seed"]): r["summary"] for r in runs}
     out = []
     for seed in (0, 1):
-        l1, co = by.get(("l1", 0.0, seed)), by.get((TARGET_BRANCH, TARGET_WEIGHT, seed))
+        l1, co = by.get(("l1", 0.0, seed)), by.get((branch, TARGET_WEIGHT, seed))
         if l1 is None or co is None:
             out.append(f"- seed {seed}: not run yet")
             continue
@@ -165,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     base, runs = load(out)
     hours = sum(r.get("seconds_this_part", 0) for r in runs) / 3600
     lines = [f"{len(runs)} finished runs; {hours:.2f} h of run time recorded", ""]
-    lines += [*table(base, runs), "", "Targets (co-trained at 0.01 against L1):"]
-    lines += target_check(runs)
+    lines += table(base, runs)
+    for branch in TARGET_BRANCHES:
+        lines += ["", f"Targets ({branch} at {TARGET_WEIGHT:g} against L1):"]
+        lines += target_check(runs, branch)
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     for p in (curves(runs, out / "curves.png"), grid(out, runs, args.seed) if runs else None):

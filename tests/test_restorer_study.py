@@ -81,12 +81,17 @@ def test_region_masks_follow_the_crop_over_the_whole_face(study):
 
 def test_only_the_co_trained_branches_train_their_discriminator(study):
     assert study.make_term(study.Run("l1", 0.0, 0), None) is None
-    for branch, trains in (("features", False), ("frozen", False), ("cotrained", True)):
+    branches = (("features", False), ("frozen", False), ("cotrained", True), ("matched", True))
+    for branch, trains in branches:
         assert study.trains_discriminator(study.Run(branch, 0.01, 0)) is trains
     random = study.make_term(study.Run("random", 0.01, 0), None)
     assert random.weights_origin == "random initialisation"
     feats = study.make_term(study.Run("features", 0.5, 0), None)
     assert feats.loss_weight == 0.0 and feats.feature_weight == 0.5
+    matched = study.make_term(study.Run("matched", 0.003, 0), None)
+    assert matched.loss_weight == 0.003
+    assert matched.feature_weight == pytest.approx(study.FM_RATIO * 0.003)
+    assert matched.weights_origin != "random initialisation"
 
 
 @pytest.mark.slow
