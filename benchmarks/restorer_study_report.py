@@ -68,14 +68,17 @@ def table(base: dict, runs: list[dict]) -> list[str]:
 
 
 def target_check(runs: list[dict], branch: str = "cotrained") -> list[str]:
-    """The issue's targets for a co-trained ``branch`` at its recommended weight, per seed."""
+    """The issue's targets for a co-trained ``branch`` at its recommended weight, per seed (0, 1
+    and any other seed L1 ran with), then the mean differences over the seeds run."""
     by = {(r["run"]["branch"], r["run"]["weight"], r["run"]["seed"]): r["summary"] for r in runs}
-    out = []
-    for seed in (0, 1):
+    seeds = sorted({0, 1} | {s for b, _, s in by if b == "l1"})
+    out, pairs = [], []
+    for seed in seeds:
         l1, co = by.get(("l1", 0.0, seed)), by.get((branch, TARGET_WEIGHT, seed))
         if l1 is None or co is None:
             out.append(f"- seed {seed}: not run yet")
             continue
+        pairs.append((l1, co))
         checks = {
             "NIQE lower": co["niqe"] < l1["niqe"],
             "PSNR at most 0.5 dB lower": co["psnr"] >= l1["psnr"] - 0.5,
@@ -92,7 +95,21 @@ def target_check(runs: list[dict], branch: str = "cotrained") -> list[str]:
             f"- seed {seed}: PSNR {co['psnr'] - l1['psnr']:+.2f} dB, NIQE "
             f"{co['niqe'] - l1['niqe']:+.2f}; {verdict}"
         )
-    return out
+    return out + mean_differences(pairs)
+
+
+def mean_differences(pairs: list[tuple[dict, dict]]) -> list[str]:
+    """Mean (min to max) over seeds of the branch's differences from L1 of the same seed."""
+    if len(pairs) < 2:
+        return []
+    cells = []
+    for key, header, digits in COLUMNS:
+        d = [co[key] - l1[key] for l1, co in pairs if co.get(key) is not None]
+        if len(d) == len(pairs):
+            cells.append(
+                f"{header} {np.mean(d):+.{digits}f} ({min(d):+.{digits}f} to {max(d):+.{digits}f})"
+            )
+    return [f"- mean over {len(pairs)} seeds: " + "; ".join(cells)]
 
 
 def curves(runs: list[dict], path: Path) -> Path | None:

@@ -122,3 +122,28 @@ def test_list_shows_off_plan_runs_found_in_the_folder(study, tmp_path):
     rows = {r.name: state for r, state in study.status(tmp_path)}
     assert rows["cotrained_0.001_s0"] == "to do" and rows["l1_s0"] == "to do"
     assert study.main(["--out", str(tmp_path), "--only", "nonsense"]) == 2
+
+
+def _result(branch: str, weight: float, seed: int, **summary) -> dict:
+    base = {"psnr": 29.0, "ssim": 0.8, "niqe": 8.0, "judge": 0.1, "identity": 0.2, "colour": 0.2}
+    return {"run": {"branch": branch, "weight": weight, "seed": seed}, "summary": base | summary}
+
+
+def test_report_checks_each_seed_l1_ran_with_and_averages_the_differences():
+    path = REPO / "benchmarks" / "restorer_study_report.py"
+    spec = importlib.util.spec_from_file_location("restorer_study_report", path)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    acc = {"d_acc_fake_window_min": 0.6, "d_acc_fake_window_max": 0.8}
+    runs = [_result("l1", 0.0, s) for s in (0, 1, 2)] + [
+        _result("matched", 0.01, 0, psnr=28.8, niqe=7.0, **acc),
+        _result("matched", 0.01, 2, psnr=28.0, niqe=7.5, **acc),
+    ]
+    lines = report.target_check(runs, "matched")
+    assert lines[0].startswith("- seed 0: PSNR -0.20 dB, NIQE -1.00")
+    assert "PSNR at most 0.5 dB lower: yes" in lines[0]
+    assert lines[1] == "- seed 1: not run yet"
+    assert "PSNR at most 0.5 dB lower: NO" in lines[2]
+    assert lines[3].startswith("- mean over 2 seeds: PSNR dB -0.60 (-1.00 to -0.20)")
+    assert "NIQE -0.75 (-1.00 to -0.50)" in lines[3]
+    assert report.target_check(runs, "cotrained")[0] == "- seed 0: not run yet"
