@@ -196,6 +196,7 @@ class IFQAAdversarialLoss(nn.Module):
         self.last_d_stats: dict[str, float] = {}
         self._overshoot_warned = False
         self._checks = 0
+        self._settled = False  # a checked call passed: far-out values are overshoot from now
 
     @property
     def model_name(self) -> str:
@@ -227,10 +228,16 @@ class IFQAAdversarialLoss(nn.Module):
         """Checked images; their values (one device synchronisation) on the first call and
         every ``CHECK_EVERY``-th, as ``IFQALoss`` does."""
         due = self._checks % CHECK_EVERY == 0
-        self._checks += 1
         x = check_images(
-            x, self.input_range, name=name, check_values=due, on_overshoot=self._warn_overshoot
+            x,
+            self.input_range,
+            name=name,
+            check_values=due,
+            on_overshoot=self._warn_overshoot,
+            convention=not self._settled,
         )
+        self._checks += 1  # a refused call is not counted: the next one is checked again
+        self._settled = self._settled or due
         if not self.resize and (x.shape[-1] % 32 or x.shape[-2] % 32):
             raise ValueError(
                 f"{name} is {tuple(x.shape[-2:])}: with resize=False the discriminator runs at "

@@ -194,10 +194,11 @@ class IFQALoss(HoldsDiscriminator):
         check_inputs: validate the inputs. Type, rank, channels and size (metadata only) are
             checked at every call. The values are checked on the first call and then on every
             ``check_every``-th call (calls 1, 1 + N, 1 + 2N, ... of this loss object), because
-            reading them back from the device waits for it (one synchronisation): NaN/Inf and
-            images in another convention (0-255, or [-1, 1] declared as [0, 1]) raise
-            ``ValueError``, as do NaN/Inf ``landmarks``; an unclamped restorer output a little
-            outside ``input_range`` is used as it is, with one warning per loss object
+            reading them back from the device waits for it (one synchronisation): NaN/Inf
+            raise ``ValueError``, as do NaN/Inf ``landmarks`` and, until a checked call has
+            passed, images in another convention (0-255, or [-1, 1] declared as [0, 1]). After
+            that the convention is settled: an unclamped restorer output outside
+            ``input_range``, however far, is used as it is, with one warning per loss object
             (:func:`ifqa_loss.preprocess.check_images`). A call whose check raised is not
             counted, so the next call is checked again. The calls in between read nothing back
             from the device (``tests/test_sync.py``); a NaN input there shows as a NaN loss.
@@ -301,6 +302,7 @@ class IFQALoss(HoldsDiscriminator):
             name="target",
             check_values=check_values,
             on_overshoot=self._warn_overshoot_once,
+            convention=self._calls == 0,
         )
         if t.shape != x.shape:
             raise ValueError(
@@ -440,6 +442,7 @@ class IFQALoss(HoldsDiscriminator):
             name="pred",
             check_values=due,
             on_overshoot=self._warn_overshoot_once,
+            convention=self._calls == 0,
         )
         t = self._checked_target(target, x, due) if self.form in FULL_REFERENCE else None
         if landmarks is not None and self.region_names and weight is None and masks is None:

@@ -177,6 +177,27 @@ def test_unclamped_outputs_warn_once_and_still_train():
     assert torch.isfinite(loss)
 
 
+def _far_overshoot() -> torch.Tensor:
+    """A mid-training restorer output the study met: 7% of values far outside [0, 1]."""
+    x = _images(size=64)
+    n = x.numel() * 7 // 100
+    x.view(-1)[:n] = torch.tensor([-0.72, 1.79]).repeat(n)[:n]
+    return x
+
+
+def test_far_overshoot_after_the_first_check_warns_and_never_stops_training():
+    adv = IFQAAdversarialLoss("ifqa-lite", resize=False)
+    with pytest.raises(ValueError, match="another convention"):
+        adv(_far_overshoot())  # before any call has passed: looks like a wrong convention
+    adv(_images())  # checked again (the refused call did not count) and passes: settled
+    adv._checks = 0  # make the next call a checked one (the check runs every 100th call)
+    with pytest.warns(UserWarning, match="outside the declared input_range"):
+        loss = adv(_far_overshoot())
+    assert torch.isfinite(loss)
+    adv._checks = 0
+    adv.discriminator_step(_images(), _far_overshoot())  # the discriminator's side too
+
+
 def test_repr_is_one_line_naming_the_start_and_weights():
     text = repr(IFQAAdversarialLoss("ifqa-lite", pretrained=False, loss_weight=0.03))
     assert "\n" not in text

@@ -312,6 +312,17 @@ def test_another_convention_is_refused_by_its_share_of_far_values(tiny_cnn):
         gfp(torch.rand(1, 3, 32, 32) * 255)
 
 
+def test_far_overshoot_after_a_passed_check_is_warned_not_refused(tiny_cnn):
+    crit = IFQALoss(model=tiny_cnn, check_every=1)
+    far = torch.rand(1, 3, 32, 32)
+    far.view(-1)[: far.numel() // 10] = -0.5  # refused on the first call (test above)
+    crit(torch.rand(1, 3, 32, 32))  # passes: the convention is settled
+    with pytest.warns(UserWarning, match="outside the declared input_range"):
+        assert torch.isfinite(crit(far))  # a diverging restorer's output mid-training
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        crit(torch.full((1, 3, 32, 32), float("nan")))  # never a restorer's routine value
+
+
 @pytest.mark.parametrize("form", ["features", "map"])
 def test_full_reference_forms_match_the_target(tiny_cnn, form):
     torch.manual_seed(1)
