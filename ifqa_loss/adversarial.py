@@ -388,11 +388,16 @@ class IFQAAdversarialLoss(nn.Module):
     # -- saving --------------------------------------------------------------------------------
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "d_steps": self.d_steps}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "d_steps": self.d_steps,
+            "settled": self._settled,  # a resumed run does not re-ask for the convention
+        }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.d_steps = int(state["d_steps"])
+        self._settled = bool(state.get("settled", False))  # absent from older checkpoints
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write the discriminator's weights as safetensors (atomically), named with its model,

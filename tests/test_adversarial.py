@@ -196,6 +196,10 @@ def test_far_overshoot_after_the_first_check_warns_and_never_stops_training():
     assert torch.isfinite(loss)
     adv._checks = 0
     adv.discriminator_step(_images(), _far_overshoot())  # the discriminator's side too
+    resumed = IFQAAdversarialLoss("ifqa-lite", resize=False)
+    resumed.load_state_dict(adv.state_dict())  # a resumed run keeps the settled convention
+    with pytest.warns(UserWarning, match="outside the declared input_range"):
+        resumed(_far_overshoot())
 
 
 def test_repr_is_one_line_naming_the_start_and_weights():
