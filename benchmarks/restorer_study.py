@@ -189,12 +189,10 @@ def make_term(run: Run, weights: Path, d_lr: float = 1e-4) -> IFQAAdversarialLos
         )
     if run.branch == "random":
         return IFQAAdversarialLoss("ifqa-lite", pretrained=False, loss_weight=run.weight, **kw)
-    if run.branch == "matched":
-        fm = FM_RATIO * run.weight
-        return IFQAAdversarialLoss(
-            "ifqa-lite", weights, loss_weight=run.weight, feature_weight=fm, **kw
-        )
-    return IFQAAdversarialLoss("ifqa-lite", weights, loss_weight=run.weight, **kw)
+    fm = FM_RATIO * run.weight if run.branch == "matched" else 0.0
+    return IFQAAdversarialLoss(
+        "ifqa-lite", weights, loss_weight=run.weight, feature_weight=fm, **kw
+    )
 
 
 def trains_discriminator(run: Run) -> bool:
