@@ -100,12 +100,43 @@ def test_a_run_resumes_from_its_checkpoint(study, tmp_path):
     kw = {"size": 96, "crop": 64, "batch": 2, "warmup": 1, "save_every": 1, "d_warmup": 2}
     st = study.Settings(steps=2, **kw)
     run = study.Run("cotrained", 0.01, 0)
-    _, _, log = study.fine_tune(run, tmp_path, faces, None, st)
+    _, _, _, log = study.fine_tune(run, tmp_path, faces, None, st)
     assert [r["step"] for r in log] == [-2, -1, 0, 1]  # discriminator-only steps first
     assert {"acc_real", "acc_fake", "d_loss"} <= set(log[0])
-    _, term, log = study.fine_tune(run, tmp_path, faces, None, study.Settings(steps=3, **kw))
+    _, _, term, log = study.fine_tune(run, tmp_path, faces, None, study.Settings(steps=3, **kw))
     assert [r["step"] for r in log] == [-2, -1, 0, 1, 2]  # read back; only step 2 trained
     assert term.d_steps == 5
+
+
+def test_the_moving_average_moves_each_weight_by_one_minus_decay(study):
+    avg, net = torch.nn.BatchNorm2d(2), torch.nn.BatchNorm2d(2)
+    with torch.no_grad():
+        avg.weight.fill_(1.0), net.weight.fill_(3.0)
+    net.num_batches_tracked.fill_(7)
+    study.ema_update(avg, net, 0.9)
+    assert torch.allclose(avg.weight, torch.full((2,), 1.2))  # 0.9 x 1 + 0.1 x 3
+    assert int(avg.num_batches_tracked) == 7  # counters are copied, not averaged
+
+
+def test_a_resumed_run_ends_with_the_same_moving_average(study, tmp_path):
+    faces = torch.rand(3, 3, 64, 64)
+    kw = {"size": 64, "crop": 32, "batch": 2, "warmup": 1, "save_every": 1, "ema": 0.5}
+    run = study.Run("l1", 0.0, 0)
+    net, avg, _, _ = study.fine_tune(
+        run, tmp_path / "a", faces, None, study.Settings(steps=3, **kw)
+    )
+    study.fine_tune(run, tmp_path / "b", faces, None, study.Settings(steps=2, **kw))
+    _, again, _, _ = study.fine_tune(
+        run, tmp_path / "b", faces, None, study.Settings(steps=3, **kw)
+    )
+    for p, q in zip(avg.parameters(), again.parameters(), strict=True):
+        assert torch.equal(p, q)
+    moved = zip(avg.parameters(), net.parameters(), strict=True)
+    assert any(not torch.equal(p, r) for p, r in moved)  # the average is not the last weights
+    with pytest.raises(ValueError, match="--ema it started with"):
+        study.fine_tune(
+            run, tmp_path / "a", faces, None, study.Settings(steps=4, **kw | {"ema": 0})
+        )
 
 
 def test_run_names_parse_back_and_off_plan_weights_are_accepted(study):
@@ -147,3 +178,26 @@ def test_report_checks_each_seed_l1_ran_with_and_averages_the_differences():
     assert lines[3].startswith("- mean over 2 seeds: PSNR dB -0.60 (-1.00 to -0.20)")
     assert "NIQE -0.75 (-1.00 to -0.50)" in lines[3]
     assert report.target_check(runs, "cotrained")[0] == "- seed 0: not run yet"
+
+
+def test_report_gives_the_spread_over_seeds_and_the_last_step_weights_apart():
+    path = REPO / "benchmarks" / "restorer_study_report.py"
+    spec = importlib.util.spec_from_file_location("restorer_study_report", path)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    runs = [_result("l1", 0.0, s, psnr=29.0 + s) for s in (0, 1)] + [
+        _result("cotrained", 0.01, 0),
+    ]
+    runs[0]["summary_raw"] = runs[0]["summary"] | {"psnr": 27.0}
+    runs[1]["summary_raw"] = runs[1]["summary"] | {"psnr": 29.5}
+    assert report.seed_spread(runs) == [
+        "- l1, 2 seeds: PSNR dB 29.00 to 30.00 (range 1.00); NIQE 8.00 to 8.00 (range 0.00)"
+    ]
+    assert report.seed_spread(runs, "summary_raw")[0].startswith(
+        "- l1, 2 seeds: PSNR dB 27.00 to 29.50 (range 2.50)"
+    )
+    text = "\n".join(report.sections(runs))
+    assert "Targets (cotrained at 0.01 against L1, last step's weights):" in text
+    assert report.target_check(runs, "cotrained", "summary_raw")[0].startswith(
+        "- seed 0: not run yet"  # the cotrained run has no last-step summary
+    )
