@@ -67,10 +67,17 @@ def table(base: dict, runs: list[dict]) -> list[str]:
     return lines
 
 
-def target_check(runs: list[dict], branch: str = "cotrained") -> list[str]:
+def _by_run(runs: list[dict], key: str) -> dict[tuple, dict]:
+    """(branch, weight, seed) -> the run's ``key`` summary, for the runs that have one."""
+    return {(r["run"]["branch"], r["run"]["weight"], r["run"]["seed"]): r[key] for r in runs
+            if key in r}  # fmt: skip
+
+
+def target_check(runs: list[dict], branch: str = "cotrained", key: str = "summary") -> list[str]:
     """The issue's targets for a co-trained ``branch`` at its recommended weight, per seed (0, 1
-    and any other seed L1 ran with), then the mean differences over the seeds run."""
-    by = {(r["run"]["branch"], r["run"]["weight"], r["run"]["seed"]): r["summary"] for r in runs}
+    and any other seed L1 ran with), then the mean differences over the seeds run; judged on
+    the runs' ``key`` summaries (``summary_raw``: the last step's weights)."""
+    by = _by_run(runs, key)
     seeds = sorted({0, 1} | {s for b, _, s in by if b == "l1"})
     out, pairs = [], []
     for seed in seeds:
@@ -110,6 +117,40 @@ def mean_differences(pairs: list[tuple[dict, dict]]) -> list[str]:
                 f"{header} {np.mean(d):+.{digits}f} ({min(d):+.{digits}f} to {max(d):+.{digits}f})"
             )
     return [f"- mean over {len(pairs)} seeds: " + "; ".join(cells)]
+
+
+def seed_spread(runs: list[dict], key: str = "summary") -> list[str]:
+    """For each branch and weight run with two seeds or more: the range of PSNR and NIQE over
+    its seeds (how far one run is from another of the same recipe)."""
+    groups: dict[tuple, list[dict]] = {}
+    for (branch, weight, _), s in sorted(_by_run(runs, key).items()):
+        groups.setdefault((branch, weight), []).append(s)
+    out = []
+    for (branch, weight), rows in groups.items():
+        if len(rows) < 2:
+            continue
+        name = branch if branch == "l1" else f"{branch} {weight:g}"
+        cells = []
+        for k, header, digits in (("psnr", "PSNR dB", 2), ("niqe", "NIQE", 2)):
+            v = [r[k] for r in rows]
+            cells.append(f"{header} {min(v):.{digits}f} to {max(v):.{digits}f} "
+                         f"(range {max(v) - min(v):.{digits}f})")  # fmt: skip
+        out.append(f"- {name}, {len(rows)} seeds: " + "; ".join(cells))
+    return out
+
+
+def sections(runs: list[dict]) -> list[str]:
+    """Targets and seed spreads on the judged weights (the moving average where the recipe
+    keeps one), then on the last step's weights where they were measured beside them."""
+    lines = []
+    for key, label in (("summary", ""), ("summary_raw", ", last step's weights")):
+        if not any(key in r for r in runs):
+            continue
+        for branch in TARGET_BRANCHES:
+            lines += ["", f"Targets ({branch} at {TARGET_WEIGHT:g} against L1{label}):"]
+            lines += target_check(runs, branch, key)
+        lines += ["", f"Spread over seeds{label}:", *seed_spread(runs, key)]
+    return lines
 
 
 def curves(runs: list[dict], path: Path) -> Path | None:
@@ -182,10 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     base, runs = load(out)
     hours = sum(r.get("seconds_this_part", 0) for r in runs) / 3600
     lines = [f"{len(runs)} finished runs; {hours:.2f} h of run time recorded", ""]
-    lines += table(base, runs)
-    for branch in TARGET_BRANCHES:
-        lines += ["", f"Targets ({branch} at {TARGET_WEIGHT:g} against L1):"]
-        lines += target_check(runs, branch)
+    lines += table(base, runs) + sections(runs)
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     for p in (curves(runs, out / "curves.png"), grid(out, runs, args.seed) if runs else None):
