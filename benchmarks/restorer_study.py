@@ -24,7 +24,9 @@ with the image. The held-out faces (16, the audit's, never trained on,
 each under 4 fixed blind degradations) are restored at 256 px and measured with what no branch
 optimises: PSNR/SSIM, NIQE and the other judges of :mod:`ifqa_loss.audit.judges`, the separate
 ``ifqa-judge``, dlib's identity distance, sharpness and colour shift. The discriminator's pixel
-accuracy on real and restored crops is logged every step.
+accuracy on real and restored crops is logged every step. From the fourth recipe on, a run is
+judged by the moving average of its restorer's weights (``Settings.ema``), and its last step's
+weights are measured beside it (``summary_raw`` in the result).
 
 The models are pinned: the first run copies the bundled ``ifqa-lite`` and ``ifqa-judge`` files
 into ``OUT/pinned`` and every run uses those copies (their sha256 is in each result).
