@@ -61,6 +61,7 @@ from ifqa_loss.adversarial import IFQAAdversarialLoss
 from ifqa_loss.audit.judges import resolve as resolve_judges
 from ifqa_loss.audit.measures import measure, quantize_t
 from ifqa_loss.audit.restorer import UNetRestorer
+from ifqa_loss.train.ema import ema_update
 from ifqa_loss.train.validation import degrade
 from ifqa_loss.weights import find_weights
 
@@ -297,14 +298,6 @@ def warmed_up(out: Path, faces: torch.Tensor, seed: int, st: Settings) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
     return net.state_dict()
-
-
-def ema_update(avg: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
-    """``avg`` <- ``decay`` x ``avg`` + (1 - ``decay``) x ``net``, tensor by tensor."""
-    with torch.no_grad():
-        pairs = zip(avg.state_dict().values(), net.state_dict().values(), strict=True)
-        for a, p in pairs:
-            a.lerp_(p, 1.0 - decay) if a.is_floating_point() else a.copy_(p)
 
 
 def _checkpoint(folder: Path, step: int, net, opt, term, log: list[dict], avg=None) -> None:

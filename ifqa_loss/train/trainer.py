@@ -49,6 +49,7 @@ from ..weights import find_weights, read_state_dict, save_safetensors
 from .config import TrainConfig
 from .data import FaceStream, StreamSampler, list_images, load_faces_uint8, split_faces
 from .degenerate import load_photo
+from .ema import ema_update
 from .fpr import (
     jittered_landmarks,
     mix,
@@ -748,12 +749,7 @@ def _apply(
 def _update_ema(run: _Run) -> None:
     if run.d_ema is None:
         return
-    with torch.no_grad():
-        torch._foreach_lerp_(
-            list(run.d_ema.parameters()),
-            list(run.d_core.parameters()),
-            1.0 - run.cfg.optim.ema_decay,
-        )
+    ema_update(run.d_ema, run.d_core, run.cfg.optim.ema_decay)
 
 
 def _generator_step(
