@@ -119,6 +119,38 @@ def mean_differences(pairs: list[tuple[dict, dict]]) -> list[str]:
     return [f"- mean over {len(pairs)} seeds: " + "; ".join(cells)]
 
 
+DIFF_KEYS = ("psnr", "niqe", "brisque", "judge", "identity", "colour")
+
+
+def _diff(s: dict, l1: dict, key: str, digits: int) -> str:
+    if s.get(key) is None or l1.get(key) is None:
+        return "n/a"
+    return f"{s[key] - l1[key]:+.{digits}f}"
+
+
+def against_l1(runs: list[dict], key: str = "summary") -> list[str]:
+    """Every run's differences from L1 of the same seed (a table), then, for each branch and
+    weight run on two seeds or more, the mean (min to max) over its seeds."""
+    by = _by_run(runs, key)
+    cols = [c for c in COLUMNS if c[0] in DIFF_KEYS]
+    head = "| run | " + " | ".join(h for _, h, _ in cols) + " |"
+    lines = [head, "|" + " --- |" * (len(cols) + 1)]
+    groups: dict[tuple, list[tuple[dict, dict]]] = {}
+    for (branch, weight, seed), s in sorted(by.items()):
+        l1 = by.get(("l1", 0.0, seed))
+        if branch == "l1" or l1 is None:
+            continue
+        groups.setdefault((branch, weight), []).append((l1, s))
+        cells = [_diff(s, l1, k, d) for k, _, d in cols]
+        lines.append(f"| {branch}_{weight:g}_s{seed} | " + " | ".join(cells) + " |")
+    if len(lines) == 2:
+        return ["- no run has an L1 of its seed yet"]
+    for (branch, weight), pairs in groups.items():
+        name = f"- {branch} {weight:g}, mean"
+        lines += [m.replace("- mean", name) for m in mean_differences(pairs)]
+    return lines
+
+
 def seed_spread(runs: list[dict], key: str = "summary") -> list[str]:
     """For each branch and weight run with two seeds or more: the range of PSNR and NIQE over
     its seeds (how far one run is from another of the same recipe)."""
@@ -149,6 +181,7 @@ def sections(runs: list[dict]) -> list[str]:
         for branch in TARGET_BRANCHES:
             lines += ["", f"Targets ({branch} at {TARGET_WEIGHT:g} against L1{label}):"]
             lines += target_check(runs, branch, key)
+        lines += ["", f"Against L1 of the same seed{label}:", *against_l1(runs, key)]
         lines += ["", f"Spread over seeds{label}:", *seed_spread(runs, key)]
     return lines
 

@@ -201,3 +201,24 @@ def test_report_gives_the_spread_over_seeds_and_the_last_step_weights_apart():
     assert report.target_check(runs, "cotrained", "summary_raw")[0].startswith(
         "- seed 0: not run yet"  # the cotrained run has no last-step summary
     )
+
+
+def test_report_lists_every_run_against_its_seeds_l1_and_averages_each_branch():
+    path = REPO / "benchmarks" / "restorer_study_report.py"
+    spec = importlib.util.spec_from_file_location("restorer_study_report", path)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    runs = [_result("l1", 0.0, s, psnr=29.0 + s) for s in (0, 1)] + [
+        _result("random", 0.01, 0, psnr=28.5, niqe=7.5),
+        _result("random", 0.01, 1, psnr=29.5, niqe=8.5),
+        _result("frozen", 0.01, 2, psnr=28.0),  # no L1 of seed 2: left out
+    ]
+    lines = report.against_l1(runs)
+    rows = [line for line in lines if line.startswith("| random")]
+    assert rows[0].startswith("| random_0.01_s0 | -0.50 | -0.50 |")
+    assert rows[1].startswith("| random_0.01_s1 | -0.50 | +0.50 |")
+    assert not any("frozen" in line for line in lines)
+    assert lines[-1].startswith("- random 0.01, mean over 2 seeds: PSNR dB -0.50 (-0.50 to -0.50)")
+    assert "NIQE +0.00 (-0.50 to +0.50)" in lines[-1]
+    assert report.against_l1(runs[2:]) == ["- no run has an L1 of its seed yet"]
+    assert "Against L1 of the same seed:" in "\n".join(report.sections(runs))
