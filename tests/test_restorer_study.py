@@ -14,14 +14,22 @@ from ifqa_loss.audit.restorer import UNetRestorer
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def study():
-    path = REPO / "benchmarks" / "restorer_study.py"
-    spec = importlib.util.spec_from_file_location("restorer_study", path)
+def _benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["restorer_study"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def study():
+    return _benchmark("restorer_study")
+
+
+@pytest.fixture(scope="module")
+def report():
+    return _benchmark("restorer_study_report")
 
 
 def test_unet_restorer_starts_as_the_identity_and_keeps_the_shape():
@@ -160,11 +168,7 @@ def _result(branch: str, weight: float, seed: int, **summary) -> dict:
     return {"run": {"branch": branch, "weight": weight, "seed": seed}, "summary": base | summary}
 
 
-def test_report_checks_each_seed_l1_ran_with_and_averages_the_differences():
-    path = REPO / "benchmarks" / "restorer_study_report.py"
-    spec = importlib.util.spec_from_file_location("restorer_study_report", path)
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+def test_report_checks_each_seed_l1_ran_with_and_averages_the_differences(report):
     acc = {"d_acc_fake_window_min": 0.6, "d_acc_fake_window_max": 0.8}
     runs = [_result("l1", 0.0, s) for s in (0, 1, 2)] + [
         _result("matched", 0.01, 0, psnr=28.8, niqe=7.0, **acc),
@@ -180,11 +184,7 @@ def test_report_checks_each_seed_l1_ran_with_and_averages_the_differences():
     assert report.target_check(runs, "cotrained")[0] == "- seed 0: not run yet"
 
 
-def test_report_gives_the_spread_over_seeds_and_the_last_step_weights_apart():
-    path = REPO / "benchmarks" / "restorer_study_report.py"
-    spec = importlib.util.spec_from_file_location("restorer_study_report", path)
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+def test_report_gives_the_spread_over_seeds_and_the_last_step_weights_apart(report):
     runs = [_result("l1", 0.0, s, psnr=29.0 + s) for s in (0, 1)] + [
         _result("cotrained", 0.01, 0),
     ]
@@ -203,11 +203,7 @@ def test_report_gives_the_spread_over_seeds_and_the_last_step_weights_apart():
     )
 
 
-def test_report_lists_every_run_against_its_seeds_l1_and_averages_each_branch():
-    path = REPO / "benchmarks" / "restorer_study_report.py"
-    spec = importlib.util.spec_from_file_location("restorer_study_report", path)
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+def test_report_lists_every_run_against_its_seeds_l1_and_averages_each_branch(report):
     runs = [_result("l1", 0.0, s, psnr=29.0 + s) for s in (0, 1)] + [
         _result("random", 0.01, 0, psnr=28.5, niqe=7.5),
         _result("random", 0.01, 1, psnr=29.5, niqe=8.5),
