@@ -105,8 +105,9 @@ def target_check(runs: list[dict], branch: str = "cotrained", key: str = "summar
     return out + mean_differences(pairs)
 
 
-def mean_differences(pairs: list[tuple[dict, dict]]) -> list[str]:
-    """Mean (min to max) over seeds of the branch's differences from L1 of the same seed."""
+def mean_differences(pairs: list[tuple[dict, dict]], label: str = "mean") -> list[str]:
+    """Mean (min to max) over seeds of the branch's differences from L1 of the same seed, on
+    a line starting ``- LABEL over N seeds``."""
     if len(pairs) < 2:
         return []
     cells = []
@@ -116,7 +117,7 @@ def mean_differences(pairs: list[tuple[dict, dict]]) -> list[str]:
             cells.append(
                 f"{header} {np.mean(d):+.{digits}f} ({min(d):+.{digits}f} to {max(d):+.{digits}f})"
             )
-    return [f"- mean over {len(pairs)} seeds: " + "; ".join(cells)]
+    return [f"- {label} over {len(pairs)} seeds: " + "; ".join(cells)]
 
 
 DIFF_KEYS = ("psnr", "niqe", "brisque", "judge", "identity", "colour")
@@ -146,8 +147,7 @@ def against_l1(runs: list[dict], key: str = "summary") -> list[str]:
     if len(lines) == 2:
         return ["- no run has an L1 of its seed yet"]
     for (branch, weight), pairs in groups.items():
-        name = f"- {branch} {weight:g}, mean"
-        lines += [m.replace("- mean", name) for m in mean_differences(pairs)]
+        lines += mean_differences(pairs, f"{branch} {weight:g}, mean")
     return lines
 
 
