@@ -16,7 +16,11 @@ strengths), then fine-tuned from those weights, on the same batches, once per br
   training help?);
 - ``matched``: ``cotrained`` plus matching of the co-trained discriminator's *current* features
   of the output to those of the clean face, at ``FM_RATIO`` x w (pix2pixHD's feature matching;
-  the third recipe, 2026-12-02).
+  the third recipe, 2026-12-02);
+- ``adaptive``: ``cotrained`` with the term's weight set at every step by
+  :func:`ifqa_loss.adaptive_gan_weight` (CodeFormer's balance): its gradient at the restorer's
+  last layer is w x L1's there, so w is a ratio, not a weight (2026-12-03);
+- ``adaptive-random``: the same with the discriminator from random weights.
 
 Every branch runs the discriminator at the crop's own size (128 px crops of 256 px faces: the
 scale ``ifqa-lite`` was trained at), with the eye/nose/mouth weights of the whole face cropped
@@ -61,6 +65,7 @@ from ifqa_loss.adversarial import IFQAAdversarialLoss
 from ifqa_loss.audit.judges import resolve as resolve_judges
 from ifqa_loss.audit.measures import measure, quantize_t
 from ifqa_loss.audit.restorer import UNetRestorer
+from ifqa_loss.balance import adaptive_gan_weight
 from ifqa_loss.train.ema import ema_update
 from ifqa_loss.train.validation import degrade
 from ifqa_loss.weights import find_weights
@@ -90,8 +95,18 @@ WEIGHTS = {
     "frozen": (0.01, 0.03),
     "features": (0.1, 0.5),
     "matched": (0.003, 0.01),
+    "adaptive": (0.5, 2.0),
+    "adaptive-random": (0.5, 2.0),
 }
-RECOMMENDED = {"cotrained": 0.01, "random": 0.01, "frozen": 0.01, "features": 0.5, "matched": 0.01}
+RECOMMENDED = {
+    **{"cotrained": 0.01, "random": 0.01, "frozen": 0.01, "features": 0.5, "matched": 0.01},
+    **{"adaptive": 0.5, "adaptive-random": 0.5},
+}
+# ``adaptive`` ratios, fixed before any of its runs from training batches only: at the fixed
+# weight 0.01 the term's gradient at the restorer's last layer started at a median 10-15 x L1's
+# (warm start; 2 x from random weights) and ended the runs at 0.4-0.6 x (random start). 0.5
+# holds the end state from the first step; 2.0 the random start's opening pull.
+ADAPTIVE = ("adaptive", "adaptive-random")
 # ``matched``'s feature-matching weight over its GAN weight: pix2pixHD's 10, fixed before any run.
 FM_RATIO = 10.0
 
@@ -191,6 +206,11 @@ def make_term(run: Run, weights: Path, d_lr: float = 1e-4) -> IFQAAdversarialLos
         return IFQAAdversarialLoss(
             "ifqa-lite", weights, loss_weight=0.0, feature_weight=run.weight, **kw
         )
+    if run.branch in ADAPTIVE:  # the weight is set per step (see restorer_step)
+        warm = run.branch == "adaptive"
+        return IFQAAdversarialLoss(
+            "ifqa-lite", weights if warm else None, pretrained=warm, loss_weight=1.0, **kw
+        )
     if run.branch == "random":
         return IFQAAdversarialLoss("ifqa-lite", pretrained=False, loss_weight=run.weight, **kw)
     fm = FM_RATIO * run.weight if run.branch == "matched" else 0.0
@@ -200,7 +220,7 @@ def make_term(run: Run, weights: Path, d_lr: float = 1e-4) -> IFQAAdversarialLos
 
 
 def trains_discriminator(run: Run) -> bool:
-    return run.branch in ("cotrained", "random", "matched")
+    return run.branch in ("cotrained", "random", "matched", *ADAPTIVE)
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -272,16 +292,23 @@ def restorer_step(
     lq: torch.Tensor,
     gt: torch.Tensor,
     masks: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """One restorer update with L1 (+ the IFQA term); returns the detached output."""
+    ratio: float = 0.0,
+) -> tuple[torch.Tensor, float]:
+    """One restorer update with L1 (+ the IFQA term, weighted by :func:`adaptive_gan_weight`
+    at ``ratio`` when ``ratio`` > 0); returns the detached output and the term's weight."""
     out = net(lq)
     loss = F.l1_loss(out, gt)
+    weight = 0.0 if term is None else term.loss_weight
     if term is not None:
-        loss = loss + term(out, gt, masks=masks)
+        g = term(out, gt, masks=masks)
+        if ratio > 0:
+            w = adaptive_gan_weight(loss, g, net.out.weight, scale=ratio)
+            weight, g = float(w), w * g
+        loss = loss + g
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return out.detach()
+    return out.detach(), weight
 
 
 def warmed_up(out: Path, faces: torch.Tensor, seed: int, st: Settings) -> dict:
@@ -294,7 +321,7 @@ def warmed_up(out: Path, faces: torch.Tensor, seed: int, st: Settings) -> dict:
     opt = torch.optim.Adam(net.parameters(), lr=st.lr)
     for step in range(st.warmup):
         lq, gt, _ = training_batch(faces, seed + 1000, step, st.batch, st.crop)
-        restorer_step(net, opt, None, lq, gt)
+        restorer_step(net, opt, None, lq, gt)  # L1 only
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
     return net.state_dict()
@@ -362,11 +389,14 @@ def fine_tune(run: Run, out: Path, faces: torch.Tensor, weights: Path, st: Setti
     for step in range(start, st.steps):
         torch.manual_seed(run.seed * 100_003 + step)  # the augmentation's draws, for resuming
         lq, gt, origins = training_batch(faces, run.seed, st.warmup + step, st.batch, st.crop)
-        fake = restorer_step(net, opt, term, lq, gt, region_masks(term, origins, st))
+        ratio = run.weight if run.branch in ADAPTIVE else 0.0
+        masks = region_masks(term, origins, st)
+        fake, g_weight = restorer_step(net, opt, term, lq, gt, masks, ratio)
         if avg is not None:
             ema_update(avg, net, st.ema)
         if term is not None and trains_discriminator(run):
-            log.append({"step": step, **term.discriminator_step(gt, fake)})
+            row = {"step": step, **term.discriminator_step(gt, fake)}
+            log.append({**row, "g_weight": g_weight} if ratio > 0 else row)
         if (step + 1) % st.save_every == 0 or step + 1 == st.steps:
             _checkpoint(folder, step + 1, net, opt, term, log, avg)
             rate = (time.time() - t0) / (step + 1 - start)
@@ -412,6 +442,8 @@ def summary(m: dict[str, torch.Tensor], log: list[dict], steps: int) -> dict:
             row[f"d_{k}"] = float(np.mean([r[k] for r in late]))
             row[f"d_{k}_window_min"] = _window(late, k, min)
             row[f"d_{k}_window_max"] = _window(late, k, max)
+    if late and "g_weight" in late[0]:  # the adaptive weight's mean after the first 10%
+        row["g_weight"] = float(np.mean([r["g_weight"] for r in late]))
     return row
 
 

@@ -28,8 +28,10 @@ COLUMNS = (  # (key, header, digits); NIQE/BRISQUE/GMSD lower is better
     ("colour", "colour", 2),
     ("sharpness", "sharp", 2),
 )
-TARGET_BRANCHES, TARGET_WEIGHT = ("cotrained", "matched"), 0.01  # the issue's co-trained term
+# the issue's co-trained term at each co-trained branch's recommended weight (a ratio for adaptive)
+TARGETS = {"cotrained": 0.01, "matched": 0.01, "adaptive": 0.5}
 ORDER = ("l1", "features", "frozen", "random", "cotrained", "matched")
+ORDER += ("adaptive", "adaptive-random")
 
 
 def load(out: Path) -> tuple[dict, list[dict]]:
@@ -81,7 +83,7 @@ def target_check(runs: list[dict], branch: str = "cotrained", key: str = "summar
     seeds = sorted({0, 1} | {s for b, _, s in by if b == "l1"})
     out, pairs = [], []
     for seed in seeds:
-        l1, co = by.get(("l1", 0.0, seed)), by.get((branch, TARGET_WEIGHT, seed))
+        l1, co = by.get(("l1", 0.0, seed)), by.get((branch, TARGETS[branch], seed))
         if l1 is None or co is None:
             out.append(f"- seed {seed}: not run yet")
             continue
@@ -178,8 +180,8 @@ def sections(runs: list[dict]) -> list[str]:
     for key, label in (("summary", ""), ("summary_raw", ", last step's weights")):
         if not any(key in r for r in runs):
             continue
-        for branch in TARGET_BRANCHES:
-            lines += ["", f"Targets ({branch} at {TARGET_WEIGHT:g} against L1{label}):"]
+        for branch, weight in TARGETS.items():
+            lines += ["", f"Targets ({branch} at {weight:g} against L1{label}):"]
             lines += target_check(runs, branch, key)
         lines += ["", f"Against L1 of the same seed{label}:", *against_l1(runs, key)]
         lines += ["", f"Spread over seeds{label}:", *seed_spread(runs, key)]

@@ -20,6 +20,7 @@ _EXPORTS = {
     "FPR_WEIGHTS": "loss",
     "IFQAAdversarialLoss": "adversarial",
     "IFQALoss": "loss",
+    "adaptive_gan_weight": "balance",
     "face_region_masks": "masks",
     "IFQAMetric": "metric",
     "create_model": "models",
@@ -38,6 +39,7 @@ __all__ = [
     "IFQAAdversarialLoss",
     "IFQALoss",
     "IFQAMetric",
+    "adaptive_gan_weight",
     "convert_checkpoint",
     "create_model",
     "face_region_masks",
@@ -50,6 +52,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads them
     from .adversarial import IFQAAdversarialLoss
+    from .balance import adaptive_gan_weight
     from .loss import FPR_WEIGHTS, IFQALoss
     from .masks import face_region_masks
     from .metric import IFQAMetric

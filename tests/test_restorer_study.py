@@ -100,6 +100,33 @@ def test_only_the_co_trained_branches_train_their_discriminator(study):
     assert matched.loss_weight == 0.003
     assert matched.feature_weight == pytest.approx(study.FM_RATIO * 0.003)
     assert matched.weights_origin != "random initialisation"
+    for branch, origin in (("adaptive", "pinned"), ("adaptive-random", "random")):
+        term = study.make_term(study.Run(branch, 0.5, 0), None)
+        assert study.trains_discriminator(study.Run(branch, 0.5, 0))
+        assert term.loss_weight == 1.0  # the per-step weight multiplies it
+        assert (term.weights_origin == "random initialisation") is (origin == "random")
+
+
+def test_adaptive_step_weighs_the_term_by_the_gradient_ratio_at_the_last_layer(study):
+    from ifqa_loss.audit.restorer import UNetRestorer
+
+    torch.manual_seed(0)
+    lq, gt = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    net = UNetRestorer(width=4, blocks=1)
+    torch.nn.init.normal_(net.out.weight, std=0.01)  # not the identity: the term has a gradient
+    term = study.make_term(study.Run("adaptive", 0.5, 0), None)
+    out = net(lq)
+    l1 = torch.nn.functional.l1_loss(out, gt)
+    g = term(out, gt)
+    norms = [torch.autograd.grad(v, net.out.weight, retain_graph=True)[0].norm() for v in (l1, g)]
+    expected = float(0.5 * norms[0] / (norms[1] + 1e-4))
+    before = net.out.weight.detach().clone()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    _, weight = study.restorer_step(net, opt, term, lq, gt, ratio=0.5)
+    assert weight == pytest.approx(expected, rel=1e-4)
+    assert not torch.equal(before, net.out.weight)
+    fixed = study.make_term(study.Run("cotrained", 0.01, 0), None)
+    assert study.restorer_step(net, opt, fixed, lq, gt)[1] == 0.01  # no ratio: the fixed weight
 
 
 @pytest.mark.slow
@@ -114,6 +141,21 @@ def test_a_run_resumes_from_its_checkpoint(study, tmp_path):
     _, _, term, log = study.fine_tune(run, tmp_path, faces, None, study.Settings(steps=3, **kw))
     assert [r["step"] for r in log] == [-2, -1, 0, 1, 2]  # read back; only step 2 trained
     assert term.d_steps == 5
+
+
+@pytest.mark.slow
+def test_an_adaptive_run_logs_its_per_step_weight(study, tmp_path):
+    faces = torch.rand(3, 3, 96, 96)
+    kw = {"size": 96, "crop": 64, "batch": 2, "warmup": 1, "d_warmup": 1, "steps": 2}
+    _, _, term, log = study.fine_tune(
+        study.Run("adaptive", 0.5, 0), tmp_path, faces, None, study.Settings(**kw)
+    )
+    assert term.loss_weight == 1.0
+    assert "g_weight" not in log[0]  # the discriminator's warm-up has no restorer step
+    assert [r["step"] for r in log if "g_weight" in r] == [0, 1]
+    assert all(r["g_weight"] >= 0 for r in log[1:])
+    mean = (log[-2]["g_weight"] + log[-1]["g_weight"]) / 2  # steps after the first 10%: both
+    assert study.summary({"colour": torch.zeros(1)}, log, 2)["g_weight"] == pytest.approx(mean)
 
 
 def test_the_moving_average_moves_each_weight_by_one_minus_decay(study):
