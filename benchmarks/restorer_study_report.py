@@ -50,10 +50,11 @@ def _cell(row: dict, key: str, digits: int) -> str:
 def _d_cell(s: dict) -> str:
     if "d_acc_fake" not in s:
         return ""
-    return (
+    cell = (
         f"{s['d_acc_fake']:.2f} ({s['d_acc_fake_window_min']:.2f}-"
         f"{s['d_acc_fake_window_max']:.2f}); real {s['d_acc_real']:.2f}"
     )
+    return cell + (f"; term weight {s['g_weight']:.4f}" if "g_weight" in s else "")
 
 
 def table(base: dict, runs: list[dict]) -> list[str]:

@@ -260,3 +260,16 @@ def test_report_lists_every_run_against_its_seeds_l1_and_averages_each_branch(re
     assert "NIQE +0.00 (-0.50 to +0.50)" in lines[-1]
     assert report.against_l1(runs[2:]) == ["- no run has an L1 of its seed yet"]
     assert "Against L1 of the same seed:" in "\n".join(report.sections(runs))
+
+
+def test_report_checks_the_adaptive_branch_at_its_ratio_and_shows_its_mean_weight(report):
+    acc = {"d_acc_fake": 0.7, "d_acc_real": 0.8, "d_acc_fake_window_min": 0.6}
+    acc["d_acc_fake_window_max"] = 0.8
+    runs = [_result("l1", 0.0, 0), _result("adaptive", 0.5, 0, psnr=28.9, g_weight=0.0042, **acc)]
+    runs[0]["run"]["name"], runs[1]["run"]["name"] = "l1_s0", "adaptive_0.5_s0"
+    lines = report.target_check(runs, "adaptive")
+    assert lines[0].startswith("- seed 0: PSNR -0.10 dB")
+    assert "Targets (adaptive at 0.5 against L1):" in "\n".join(report.sections(runs))
+    base = {"input": runs[0]["summary"], "clean": runs[0]["summary"]}
+    row = next(line for line in report.table(base, runs) if line.startswith("| adaptive"))
+    assert row.endswith("0.70 (0.60-0.80); real 0.80; term weight 0.0042 |")
