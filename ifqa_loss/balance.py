@@ -6,7 +6,7 @@ the adversary then no longer grows with the discriminator's confidence::
 
     l1 = F.l1_loss(out, gt)
     g = adv(out, gt)                       # IFQAAdversarialLoss(loss_weight=1.0)
-    w = adaptive_gan_weight(l1, g, restorer.out.weight, scale=10.0)
+    w = adaptive_gan_weight(l1, g, restorer.out.weight, scale=0.5)
     (l1 + w * g).backward()
 """
 
