@@ -99,8 +99,13 @@ WEIGHTS = {
     "adaptive-random": (0.5, 2.0),
 }
 RECOMMENDED = {
-    **{"cotrained": 0.01, "random": 0.01, "frozen": 0.01, "features": 0.5, "matched": 0.01},
-    **{"adaptive": 0.5, "adaptive-random": 0.5},
+    "cotrained": 0.01,
+    "random": 0.01,
+    "frozen": 0.01,
+    "features": 0.5,
+    "matched": 0.01,
+    "adaptive": 0.5,
+    "adaptive-random": 0.5,
 }
 # ``adaptive`` ratios, fixed before any of its runs from training batches only: at the fixed
 # weight 0.01 the term's gradient at the restorer's last layer started at a median 10-15 x L1's
@@ -298,9 +303,9 @@ def restorer_step(
     at ``ratio`` when ``ratio`` > 0); returns the detached output and the term's weight."""
     out = net(lq)
     loss = F.l1_loss(out, gt)
-    weight = 0.0 if term is None else term.loss_weight
+    weight = 0.0
     if term is not None:
-        g = term(out, gt, masks=masks)
+        g, weight = term(out, gt, masks=masks), term.loss_weight
         if ratio > 0:
             w = adaptive_gan_weight(loss, g, net.out.weight, scale=ratio)
             weight, g = float(w), w * g
@@ -385,11 +390,11 @@ def fine_tune(run: Run, out: Path, faces: torch.Tensor, weights: Path, st: Setti
     start, log = _resume(folder, net, opt, term, avg)
     if start == 0 and term is not None and trains_discriminator(run):
         log = warm_up_discriminator(run, net, term, faces, st)
+    ratio = run.weight if run.branch in ADAPTIVE else 0.0  # > 0: the term's weight per step
     t0 = time.time()
     for step in range(start, st.steps):
         torch.manual_seed(run.seed * 100_003 + step)  # the augmentation's draws, for resuming
         lq, gt, origins = training_batch(faces, run.seed, st.warmup + step, st.batch, st.crop)
-        ratio = run.weight if run.branch in ADAPTIVE else 0.0
         masks = region_masks(term, origins, st)
         fake, g_weight = restorer_step(net, opt, term, lq, gt, masks, ratio)
         if avg is not None:

@@ -30,8 +30,16 @@ COLUMNS = (  # (key, header, digits); NIQE/BRISQUE/GMSD lower is better
 )
 # the co-trained term at each co-trained branch's recommended weight (a ratio for adaptive)
 TARGETS = {"cotrained": 0.01, "matched": 0.01, "adaptive": 0.5}
-ORDER = ("l1", "features", "frozen", "random", "cotrained", "matched")
-ORDER += ("adaptive", "adaptive-random")
+ORDER = (
+    "l1",
+    "features",
+    "frozen",
+    "random",
+    "cotrained",
+    "matched",
+    "adaptive",
+    "adaptive-random",
+)
 
 
 def load(out: Path) -> tuple[dict, list[dict]]:

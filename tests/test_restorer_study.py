@@ -108,8 +108,6 @@ def test_only_the_co_trained_branches_train_their_discriminator(study):
 
 
 def test_adaptive_step_weighs_the_term_by_the_gradient_ratio_at_the_last_layer(study):
-    from ifqa_loss.audit.restorer import UNetRestorer
-
     torch.manual_seed(0)
     lq, gt = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
     net = UNetRestorer(width=4, blocks=1)
