@@ -20,7 +20,10 @@ strengths), then fine-tuned from those weights, on the same batches, once per br
 - ``adaptive``: ``cotrained`` with the term's weight set at every step by
   :func:`ifqa_loss.adaptive_gan_weight` (CodeFormer's balance): its gradient at the restorer's
   last layer is w x L1's there, so w is a ratio, not a weight (2026-12-03);
-- ``adaptive-random``: the same with the discriminator from random weights.
+- ``adaptive-random``: the same with the discriminator from random weights;
+- ``uniform``: ``cotrained`` with every pixel of the face weighted alike (no extra weight on the
+  eyes, nose and mouth): does the region emphasis draw the dark outlines seen around them?
+  (2026-12-03).
 
 Every branch runs the discriminator at the crop's own size (128 px crops of 256 px faces: the
 scale ``ifqa-lite`` was trained at), with the eye/nose/mouth weights of the whole face cropped
@@ -97,6 +100,7 @@ WEIGHTS = {
     "matched": (0.003, 0.01),
     "adaptive": (0.5, 2.0),
     "adaptive-random": (0.5, 2.0),
+    "uniform": (0.01, 0.03),
 }
 RECOMMENDED = {
     "cotrained": 0.01,
@@ -106,6 +110,7 @@ RECOMMENDED = {
     "matched": 0.01,
     "adaptive": 0.5,
     "adaptive-random": 0.5,
+    "uniform": 0.01,
 }
 # ``adaptive`` ratios, fixed before any of its runs from training batches only: at the fixed
 # weight 0.01 the term's gradient at the restorer's last layer started at a median 10-15 x L1's
@@ -218,6 +223,8 @@ def make_term(run: Run, weights: Path, d_lr: float = 1e-4) -> IFQAAdversarialLos
         )
     if run.branch == "random":
         return IFQAAdversarialLoss("ifqa-lite", pretrained=False, loss_weight=run.weight, **kw)
+    if run.branch == "uniform":
+        kw["region_weights"] = None
     fm = FM_RATIO * run.weight if run.branch == "matched" else 0.0
     return IFQAAdversarialLoss(
         "ifqa-lite", weights, loss_weight=run.weight, feature_weight=fm, **kw
@@ -225,7 +232,7 @@ def make_term(run: Run, weights: Path, d_lr: float = 1e-4) -> IFQAAdversarialLos
 
 
 def trains_discriminator(run: Run) -> bool:
-    return run.branch in ("cotrained", "random", "matched", *ADAPTIVE)
+    return run.branch in ("cotrained", "random", "matched", "uniform", *ADAPTIVE)
 
 
 # --- training -----------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ ORDER = (
     "matched",
     "adaptive",
     "adaptive-random",
+    "uniform",
 )
 
 

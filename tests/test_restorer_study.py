@@ -127,6 +127,24 @@ def test_adaptive_step_weighs_the_term_by_the_gradient_ratio_at_the_last_layer(s
     assert study.restorer_step(net, opt, fixed, lq, gt)[1] == 0.01  # no ratio: the fixed weight
 
 
+def test_the_uniform_branch_weighs_every_pixel_alike(study):
+    uniform, regional = (
+        study.make_term(study.Run(b, 0.01, 0), None) for b in ("uniform", "cotrained")
+    )
+    assert study.trains_discriminator(study.Run("uniform", 0.01, 0))
+    assert not uniform.region_names and regional.region_names
+    assert study.region_masks(uniform, torch.tensor([[60, 40]]), study.Settings()) is None
+    uniform.load_state_dict(regional.state_dict())  # the same discriminator, weighted apart
+    out = torch.full((1, 3, 128, 128), 0.2)
+    out[..., 64:, :] = 0.9  # logits that differ from the eyes' rows to the mouth's
+    masks = study.region_masks(regional, torch.tensor([[60, 40]]), study.Settings())
+    with torch.no_grad():
+        plain = torch.nn.functional.softplus(-uniform.logits(out)).mean()
+        assert float(uniform(out)) == pytest.approx(0.01 * float(plain), rel=1e-5)
+        weighted = float(regional(out, masks=masks))
+    assert weighted != pytest.approx(0.01 * float(plain), rel=1e-2)
+
+
 @pytest.mark.slow
 def test_a_run_resumes_from_its_checkpoint(study, tmp_path):
     faces = torch.rand(3, 3, 96, 96)
