@@ -198,6 +198,30 @@ def sections(runs: list[dict]) -> list[str]:
     return lines
 
 
+def outlines(out: Path, runs: list[dict]) -> list[str]:
+    """Dark edges (:mod:`ifqa_loss.audit.outlines`) of the input and of each run's saved outputs
+    of the held-out cases, in the eye/nose/mouth template regions and elsewhere (mean %)."""
+    from ifqa_loss.audit.outlines import dark_edges
+    from ifqa_loss.masks import face_region_masks
+
+    data = torch.load(out / "cases.pt", weights_only=True)
+    size = data["gt"].shape[-1]
+    regions = face_region_masks(None, size, ("eyes", "nose", "mouth"))[0].sum(0) > 0.5
+    lines = [
+        "| run | dark edges in eyes/nose/mouth % | elsewhere % |",
+        "| --- | --- | --- |",
+    ]
+    named = [("input", data["lq"])]
+    for r in runs:
+        path = out / "runs" / r["run"]["name"] / "outputs.pt"
+        if path.is_file():
+            named.append((r["run"]["name"], torch.load(path, weights_only=True)))
+    for name, imgs in named:
+        inside, outside = dark_edges(imgs, data["gt"], regions)
+        lines.append(f"| {name} | {float(inside.mean()):.3f} | {float(outside.mean()):.3f} |")
+    return lines
+
+
 def curves(runs: list[dict], path: Path) -> Path | None:
     """PSNR against NIQE and against ifqa-judge, one line per branch (seed 0)."""
     try:
@@ -269,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     hours = sum(r.get("seconds_this_part", 0) for r in runs) / 3600
     lines = [f"{len(runs)} finished runs; {hours:.2f} h of run time recorded", ""]
     lines += table(base, runs) + sections(runs)
+    if (out / "cases.pt").is_file():
+        lines += ["", "Dark outlines (new dark, steep edges; the clean face has none):"]
+        lines += outlines(out, runs)
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     for p in (curves(runs, out / "curves.png"), grid(out, runs, args.seed) if runs else None):

@@ -289,3 +289,22 @@ def test_report_checks_the_adaptive_branch_at_its_ratio_and_shows_its_mean_weigh
     base = {"input": runs[0]["summary"], "clean": runs[0]["summary"]}
     row = next(line for line in report.table(base, runs) if line.startswith("| adaptive"))
     assert row.endswith("0.70 (0.60-0.80); real 0.80; term weight 0.0042 |")
+
+
+def test_report_counts_dark_outlines_in_the_face_regions_from_saved_outputs(report, tmp_path):
+    gt = torch.full((2, 3, 256, 256), 150, dtype=torch.uint8)
+    torch.save({"lq": gt.clone(), "gt": gt}, tmp_path / "cases.pt")
+    runs = [_result("l1", 0.0, 0), _result("cotrained", 0.01, 0)]
+    for r, name in zip(runs, ("l1_s0", "cotrained_0.01_s0"), strict=True):
+        r["run"]["name"] = name
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    drawn = gt.clone()
+    drawn[..., 120, 60:200] = 40  # a dark line across the eyes' rows of the template
+    torch.save(gt.clone(), tmp_path / "runs" / "l1_s0" / "outputs.pt")
+    torch.save(drawn, tmp_path / "runs" / "cotrained_0.01_s0" / "outputs.pt")
+    rows = {
+        line.split(" | ")[0][2:]: line.split(" | ")[1:]
+        for line in report.outlines(tmp_path, runs)[2:]
+    }
+    assert rows["input"] == rows["l1_s0"] == ["0.000", "0.000 |"]
+    assert float(rows["cotrained_0.01_s0"][0]) > 0.1
