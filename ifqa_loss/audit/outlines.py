@@ -58,12 +58,12 @@ def dark_edges(
             f"regions must be a boolean (H, W) mask of shape {tuple(x.shape[-2:])}, got "
             f"{regions.dtype} {tuple(regions.shape)}"
         )
-    lx, lc = _luma(x), _luma(clean)
-    steepest = F.max_pool2d(_slope(lc)[:, None], 3, 1, 1)[:, 0]
-    edge = (_slope(lx) > steepest + steeper) & ((lc - lx)[:, :-1, :-1] > darker)
     inside = regions[:-1, :-1]
     if not inside.any() or inside.all():
         raise ValueError("regions must cover part of the image, not none or all of it")
+    lx, lc = _luma(x), _luma(clean)
+    steepest = F.max_pool2d(_slope(lc)[:, None], 3, 1, 1)[:, 0]
+    edge = (_slope(lx) > steepest + steeper) & ((lc - lx)[:, :-1, :-1] > darker)
     edge = edge.float()
     return (
         100 * edge[:, inside].mean(1),
