@@ -212,13 +212,12 @@ def outlines(out: Path, runs: list[dict]) -> list[str]:
         "| run | dark edges in eyes/nose/mouth % | elsewhere % |",
         "| --- | --- | --- |",
     ]
-    named = [("input", data["lq"])]
-    for r in runs:
-        path = out / "runs" / r["run"]["name"] / "outputs.pt"
-        if path.is_file():
-            named.append((r["run"]["name"], torch.load(path, weights_only=True)))
-    for name, imgs in named:
-        inside, outside = dark_edges(imgs, data["gt"], regions)
+    paths = {r["run"]["name"]: out / "runs" / r["run"]["name"] / "outputs.pt" for r in runs}
+    for name, path in {"input": None, **paths}.items():
+        if path is not None and not path.is_file():
+            continue
+        imgs = data["lq"] if path is None else torch.load(path, weights_only=True)
+        inside, outside = dark_edges(imgs, data["gt"], regions)  # one run's outputs at a time
         lines.append(f"| {name} | {float(inside.mean()):.3f} | {float(outside.mean()):.3f} |")
     return lines
 

@@ -16,13 +16,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .measures import _gray
+
 STEEPER = 0.06
 DARKER = 0.03
-
-
-def _luma(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1)
 
 
 def _slope(y: torch.Tensor) -> torch.Tensor:
@@ -61,11 +58,7 @@ def dark_edges(
     inside = regions[:-1, :-1]
     if not inside.any() or inside.all():
         raise ValueError("regions must cover part of the image, not none or all of it")
-    lx, lc = _luma(x), _luma(clean)
+    lx, lc = _gray(x)[:, 0], _gray(clean)[:, 0]
     steepest = F.max_pool2d(_slope(lc)[:, None], 3, 1, 1)[:, 0]
-    edge = (_slope(lx) > steepest + steeper) & ((lc - lx)[:, :-1, :-1] > darker)
-    edge = edge.float()
-    return (
-        100 * edge[:, inside].mean(1),
-        100 * edge[:, ~inside].mean(1),
-    )
+    edge = ((_slope(lx) > steepest + steeper) & ((lc - lx)[:, :-1, :-1] > darker)).float()
+    return 100 * edge[:, inside].mean(1), 100 * edge[:, ~inside].mean(1)
