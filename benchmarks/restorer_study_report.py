@@ -2,7 +2,8 @@
 the targets of issue 21 per seed and the dark outlines each run draws.
 
 python benchmarks/restorer_study_report.py --out study   # writes study/report.md,
-                                                         # study/curves.png, study/grid.png
+                                        # study/curves.png (seed 0), study/paired.png (every
+                                        # seed against its L1), study/grid.png
 """
 
 from __future__ import annotations
@@ -256,6 +257,91 @@ def curves(runs: list[dict], path: Path) -> Path | None:
     return path
 
 
+def paired_points(runs: list[dict], key: str = "summary") -> dict[tuple, list[tuple]]:
+    """(branch, weight) -> one (PSNR, NIQE, ifqa-judge) difference from L1 of the same seed per
+    seed run, in seed order; runs whose seed has no L1 run are left out."""
+    by = _by_run(runs, key)
+    points: dict[tuple, list[tuple]] = {}
+    for (branch, weight, seed), s in sorted(by.items()):
+        l1 = by.get(("l1", 0.0, seed))
+        if branch == "l1" or l1 is None:
+            continue
+        d = tuple(s[k] - l1[k] for k in ("psnr", "niqe", "judge"))
+        points.setdefault((branch, weight), []).append(d)
+    return points
+
+
+def _span(values: list[float], keep: list[float]) -> tuple[float, float]:
+    """Axis limits covering ``keep``, zero, and every value within six median absolute
+    deviations of the median (a broken run would squash the rest), padded by 8%."""
+    v = np.asarray(values)
+    med = np.median(v)
+    mad = np.median(np.abs(v - med))
+    inner = v[np.abs(v - med) <= 6 * mad] if mad > 0 else v
+    lo, hi = min(*inner, *keep, 0.0), max(*inner, *keep, 0.0)
+    pad = 0.08 * (hi - lo) or 0.1
+    return lo - pad, hi + pad
+
+
+def _paired_panel(ax, points: dict[tuple, list[tuple]], j: int) -> None:
+    """One panel of :func:`paired_curves`: PSNR difference against difference ``j`` (1 NIQE,
+    2 ifqa-judge). Single runs beyond the axes (:func:`_span`) are drawn at the edge as
+    crosses, with their values."""
+    means = {k: np.mean(v, axis=0) for k, v in points.items()}
+    spans = [
+        _span([p[c] for v in points.values() for p in v], [m[c] for m in means.values()])
+        for c in (0, j)
+    ]
+    lo, hi = np.array(spans).T
+    for i, branch in enumerate(b for b in ORDER if any(k[0] == b for k in points)):
+        keys = sorted(k for k in points if k[0] == branch)
+        for k in keys:
+            for p in points[k]:
+                x, y = np.clip((p[0], p[j]), lo, hi)
+                out = (x, y) != (p[0], p[j])
+                ax.plot(x, y, "x" if out else ".", color=f"C{i}", alpha=0.9 if out else 0.45)
+                if out:
+                    label = f"{p[0]:+.1f}, {p[j]:+.1f}"
+                    ax.annotate(label, (x, y), (4, -9), "offset points", fontsize=6, color=f"C{i}")
+        xs, ys = [means[k][0] for k in keys], [means[k][j] for k in keys]
+        ax.plot(xs, ys, "o-", color=f"C{i}", label=branch)
+        for k, x, y in zip(keys, xs, ys, strict=True):  # weight x number of seeds
+            ax.annotate(f"{k[1]:g} x{len(points[k])}", (x, y), fontsize=7)
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.axvline(0, color="grey", lw=0.6)
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+
+
+def paired_curves(runs: list[dict], path: Path) -> Path | None:
+    """Each run's PSNR against its NIQE and ifqa-judge, as differences from L1 of the same
+    seed (small dots), and each branch and weight's mean over seeds (large, joined by weight):
+    the trade-off over seeds rather than one seed's points."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    points = paired_points(runs)
+    if not points:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, j in zip(axes, (1, 2), strict=True):
+        _paired_panel(ax, points, j)
+    x = "PSNR dB minus L1's of the same seed"
+    axes[0].set(xlabel=x, ylabel="NIQE minus L1's (lower: more natural)")
+    axes[1].set(xlabel=x, ylabel="ifqa-judge minus L1's (higher: more real)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("dots: single runs; large: mean over seeds (weight x seeds)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".tmp.png"), dpi=110)
+    plt.close(fig)
+    path.with_suffix(".tmp.png").replace(path)
+    return path
+
+
 def grid(
     out: Path, runs: list[dict], seed: int = 0, cases: tuple[int, ...] = (0, 13, 26, 39, 52, 63)
 ) -> Path:
@@ -298,7 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         lines += outlines(out, runs)
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
-    for p in (curves(runs, out / "curves.png"), grid(out, runs, args.seed) if runs else None):
+    written = (
+        curves(runs, out / "curves.png"),
+        paired_curves(runs, out / "paired.png"),
+        grid(out, runs, args.seed) if runs else None,
+    )
+    for p in written:
         if p is not None:
             print(f"wrote {p}")
     return 0

@@ -308,3 +308,21 @@ def test_report_counts_dark_outlines_in_the_face_regions_from_saved_outputs(repo
     }
     assert rows["input"] == rows["l1_s0"] == ["0.000", "0.000 |"]
     assert float(rows["cotrained_0.01_s0"][0]) > 0.1
+
+
+def test_report_pairs_each_run_with_its_seeds_l1_for_the_seed_curves(report, tmp_path):
+    runs = [_result("l1", 0.0, s, psnr=29.0 + s) for s in (0, 1)] + [
+        _result("cotrained", 0.01, 1, psnr=29.5, niqe=7.0, judge=0.4),
+        _result("cotrained", 0.01, 0, psnr=28.5, niqe=7.5),
+        _result("frozen", 0.01, 2),  # no L1 of seed 2: left out
+    ]
+    points = report.paired_points(runs)
+    assert list(points) == [("cotrained", 0.01)]
+    got = [x for p in points["cotrained", 0.01] for x in p]
+    assert got == pytest.approx([-0.5, -0.5, 0.0, -0.5, -1.0, 0.3])
+    path = report.paired_curves(runs, tmp_path / "paired.png")
+    if path is not None:  # matplotlib installed
+        assert path.stat().st_size > 10_000 and not (tmp_path / "paired.tmp.png").exists()
+    assert report.paired_curves(runs[2:], tmp_path / "none.png") is None
+    lo, hi = report._span([-0.2, 0.0, 0.1, -0.1, -3.7], keep=[-0.3])  # one broken run
+    assert -0.4 < lo < -0.3 and 0.1 < hi < 0.2
