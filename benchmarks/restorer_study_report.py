@@ -302,7 +302,8 @@ def _paired_panel(ax, points: dict[tuple, list[tuple]], j: int) -> None:
                 ax.plot(x, y, "x" if out else ".", color=f"C{i}", alpha=0.9 if out else 0.45)
                 if out:
                     label = f"{p[0]:+.1f}, {p[j]:+.1f}"
-                    ax.annotate(label, (x, y), (4, -9), "offset points", fontsize=6, color=f"C{i}")
+                    ax.annotate(label, (x, y), xytext=(4, -9), textcoords="offset points",
+                                fontsize=6, color=f"C{i}")  # fmt: skip
         xs, ys = [means[k][0] for k in keys], [means[k][j] for k in keys]
         ax.plot(xs, ys, "o-", color=f"C{i}", label=branch)
         for k, x, y in zip(keys, xs, ys, strict=True):  # weight x number of seeds
