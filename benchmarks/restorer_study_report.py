@@ -293,7 +293,8 @@ def _paired_panel(ax, points: dict[tuple, list[tuple]], j: int) -> None:
         for c in (0, j)
     ]
     lo, hi = np.array(spans).T
-    for i, branch in enumerate(b for b in ORDER if any(k[0] == b for k in points)):
+    for branch in (b for b in ORDER if any(k[0] == b for k in points)):
+        i = ORDER.index(branch) % 10  # one colour per branch in every folder's plot
         keys = sorted(k for k in points if k[0] == branch)
         for k in keys:
             for p in points[k]:
