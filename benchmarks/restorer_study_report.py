@@ -259,15 +259,17 @@ def curves(runs: list[dict], path: Path) -> Path | None:
 
 def paired_points(runs: list[dict], key: str = "summary") -> dict[tuple, list[tuple]]:
     """(branch, weight) -> one (PSNR, NIQE, ifqa-judge) difference from L1 of the same seed per
-    seed run, in seed order; runs whose seed has no L1 run are left out."""
+    seed run, in seed order; runs whose seed has no L1 run, or without NIQE (the judges extra
+    was missing), are left out."""
     by = _by_run(runs, key)
     points: dict[tuple, list[tuple]] = {}
     for (branch, weight, seed), s in sorted(by.items()):
         l1 = by.get(("l1", 0.0, seed))
         if branch == "l1" or l1 is None:
             continue
-        d = tuple(s[k] - l1[k] for k in ("psnr", "niqe", "judge"))
-        points.setdefault((branch, weight), []).append(d)
+        pairs = [(s.get(k), l1.get(k)) for k in ("psnr", "niqe", "judge")]
+        if all(a is not None and b is not None for a, b in pairs):
+            points.setdefault((branch, weight), []).append(tuple(a - b for a, b in pairs))
     return points
 
 

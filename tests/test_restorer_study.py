@@ -315,6 +315,7 @@ def test_report_pairs_each_run_with_its_seeds_l1_for_the_seed_curves(report, tmp
         _result("cotrained", 0.01, 1, psnr=29.5, niqe=7.0, judge=0.4),
         _result("cotrained", 0.01, 0, psnr=28.5, niqe=7.5),
         _result("frozen", 0.01, 2),  # no L1 of seed 2: left out
+        _result("random", 0.01, 0, niqe=None),  # judges extra missing: left out
     ]
     points = report.paired_points(runs)
     assert list(points) == [("cotrained", 0.01)]
