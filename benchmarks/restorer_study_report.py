@@ -242,10 +242,11 @@ def curves(runs: list[dict], path: Path) -> Path | None:
         if not pts:
             continue
         for ax, key in zip(axes, ("niqe", "judge"), strict=True):
-            xs = [s["psnr"] for _, s in pts]
-            ys = [s[key] for _, s in pts]
+            have = [(w, s) for w, s in pts if s.get(key) is not None]  # judges extra missing
+            xs = [s["psnr"] for _, s in have]
+            ys = [s[key] for _, s in have]
             ax.plot(xs, ys, "o-", label=branch)
-            for (w, _), x, y in zip(pts, xs, ys, strict=True):
+            for (w, _), x, y in zip(have, xs, ys, strict=True):
                 ax.annotate(f"{w:g}", (x, y), fontsize=7)
     axes[0].set(xlabel="PSNR dB (higher: more faithful)", ylabel="NIQE (lower: more natural)")
     axes[1].set(xlabel="PSNR dB", ylabel="ifqa-judge (higher: more real)")

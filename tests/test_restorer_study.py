@@ -328,5 +328,6 @@ def test_report_pairs_each_run_with_its_seeds_l1_for_the_seed_curves(report, tmp
     runs += [_result("l1", 0.0, s) for s in (3, 4)]
     runs += [_result("cotrained", 0.01, 3), _result("cotrained", 0.01, 4, psnr=25.0, niqe=14.0)]
     assert report.paired_curves(runs, tmp_path / "broken.png") is not None or path is None
+    assert report.curves(runs, tmp_path / "curves.png") is not None or path is None  # no NIQE
     lo, hi = report._span([-0.2, 0.0, 0.1, -0.1, -3.7], keep=[-0.3])  # one broken run
     assert -0.4 < lo < -0.3 and 0.1 < hi < 0.2
