@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ifqa_loss._io import atomic_write_image, atomic_write_text
+from ifqa_loss._io import atomic_write, atomic_write_image, atomic_write_text
 
 COLUMNS = (  # (key, header, digits); NIQE/BRISQUE/GMSD lower is better
     ("psnr", "PSNR dB", 2),
@@ -87,6 +87,16 @@ def _by_run(runs: list[dict], key: str) -> dict[tuple, dict]:
             if key in r}  # fmt: skip
 
 
+def _with_l1(runs: list[dict], key: str):
+    """((branch, weight, seed), summary, L1's summary of that seed) for every run but L1's,
+    in sorted order; runs whose seed has no L1 run are left out."""
+    by = _by_run(runs, key)
+    for (branch, weight, seed), s in sorted(by.items()):
+        l1 = by.get(("l1", 0.0, seed))
+        if branch != "l1" and l1 is not None:
+            yield (branch, weight, seed), s, l1
+
+
 def target_check(runs: list[dict], branch: str = "cotrained", key: str = "summary") -> list[str]:
     """The issue's targets for a co-trained ``branch`` at its recommended weight, per seed (0, 1
     and any other seed L1 ran with), then the mean differences over the seeds run; judged on
@@ -146,15 +156,11 @@ def _diff(s: dict, l1: dict, key: str, digits: int) -> str:
 def against_l1(runs: list[dict], key: str = "summary") -> list[str]:
     """Every run's differences from L1 of the same seed (a table), then, for each branch and
     weight run on two seeds or more, the mean (min to max) over its seeds."""
-    by = _by_run(runs, key)
     cols = [c for c in COLUMNS if c[0] in DIFF_KEYS]
     head = "| run | " + " | ".join(h for _, h, _ in cols) + " |"
     lines = [head, "|" + " --- |" * (len(cols) + 1)]
     groups: dict[tuple, list[tuple[dict, dict]]] = {}
-    for (branch, weight, seed), s in sorted(by.items()):
-        l1 = by.get(("l1", 0.0, seed))
-        if branch == "l1" or l1 is None:
-            continue
+    for (branch, weight, seed), s, l1 in _with_l1(runs, key):
         groups.setdefault((branch, weight), []).append((l1, s))
         cells = [_diff(s, l1, k, d) for k, _, d in cols]
         lines.append(f"| {branch}_{weight:g}_s{seed} | " + " | ".join(cells) + " |")
@@ -223,14 +229,27 @@ def outlines(out: Path, runs: list[dict]) -> list[str]:
     return lines
 
 
-def curves(runs: list[dict], path: Path) -> Path | None:
-    """PSNR against NIQE and against ifqa-judge, one line per branch (seed 0)."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
+def curves(runs: list[dict], path: Path) -> Path | None:
+    """PSNR against NIQE and against ifqa-judge, one line per branch (seed 0)."""
+    plt = _pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for branch in ORDER:
@@ -251,23 +270,18 @@ def curves(runs: list[dict], path: Path) -> Path | None:
     axes[0].set(xlabel="PSNR dB (higher: more faithful)", ylabel="NIQE (lower: more natural)")
     axes[1].set(xlabel="PSNR dB", ylabel="ifqa-judge (higher: more real)")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path.with_suffix(".tmp.png"), dpi=110)
-    plt.close(fig)
-    path.with_suffix(".tmp.png").replace(path)
-    return path
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def paired_points(runs: list[dict], key: str = "summary") -> dict[tuple, list[tuple]]:
     """(branch, weight) -> one (PSNR, NIQE, ifqa-judge) difference from L1 of the same seed per
     seed run, in seed order; runs whose seed has no L1 run, or without NIQE (the judges extra
     was missing), are left out."""
-    by = _by_run(runs, key)
     points: dict[tuple, list[tuple]] = {}
-    for (branch, weight, seed), s in sorted(by.items()):
-        l1 = by.get(("l1", 0.0, seed))
-        if branch == "l1" or l1 is None:
-            continue
+    for (branch, weight, _), s, l1 in _with_l1(runs, key):
         pairs = [(s.get(k), l1.get(k)) for k in ("psnr", "niqe", "judge")]
         if all(a is not None and b is not None for a, b in pairs):
             points.setdefault((branch, weight), []).append(tuple(a - b for a, b in pairs))
@@ -322,15 +336,8 @@ def paired_curves(runs: list[dict], path: Path) -> Path | None:
     """Each run's PSNR against its NIQE and ifqa-judge, as differences from L1 of the same
     seed (small dots), and each branch and weight's mean over seeds (large, joined by weight):
     the trade-off over seeds rather than one seed's points."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    points = paired_points(runs)
-    if not points:
+    plt, points = _pyplot(), paired_points(runs)
+    if plt is None or not points:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, j in zip(axes, (1, 2), strict=True):
@@ -340,11 +347,10 @@ def paired_curves(runs: list[dict], path: Path) -> Path | None:
     axes[1].set(xlabel=x, ylabel="ifqa-judge minus L1's (higher: more real)")
     axes[0].legend(fontsize=7)
     fig.suptitle("dots: single runs; large: mean over seeds (weight x seeds)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path.with_suffix(".tmp.png"), dpi=110)
-    plt.close(fig)
-    path.with_suffix(".tmp.png").replace(path)
-    return path
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def grid(
