@@ -5,7 +5,7 @@
 Reports how often a clean face scores above the same face degraded (Gaussian blur sigma 2,
 4x down-up bicubic, noise 15/255, JPEG quality 20, all applied at 512x512) and the Spearman
 correlation between degradation strength and score, and whether every degenerate image (flat
-colours, gradients, noise, backgrounds, blurred or posterised faces) scores below the lowest
+colours, gradients, noise, backgrounds, posterised faces) scores below the lowest
 clean face; see ``ifqa_loss/train/validation.py``.
 """
 

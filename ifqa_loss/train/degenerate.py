@@ -291,7 +291,8 @@ def degenerate_test_set(
 
     Without faces or backgrounds it holds the synthetic kinds only (constant, near-constant,
     gradients, noise patterns), each at every size in ``sizes``; with ``faces`` it adds their
-    heavy blur (sigma 0.03 x side) and 3-level posterisation; with ``backgrounds`` the four
+    3-level posterisation (not their blur: a blurred face is a face of low quality, which the
+    validation's blur family judges); with ``backgrounds`` the four
     corner crops (a quarter of the short side) of each photograph as the non-face kind, else
     the faces' shuffled tiles (8 x 8) stand in for it.
     Face- and photo-based images are made at the sizes in turn (image ``i`` at
@@ -318,7 +319,6 @@ def degenerate_test_set(
         n = sizes[k % len(sizes)]
         k += 1
         f = _resized(face, n)
-        out.append((f"smooth_face_{i}_{n}", smooth_face(f, 0.03)))
         out.append((f"posterised_face_{i}_{n}", posterise(f, 3)))
         if not backgrounds:
             grid = 8 if n % 8 == 0 else 2

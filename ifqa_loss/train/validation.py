@@ -15,9 +15,10 @@ size, as it does for a restorer's output). Reported per family:
 
 The ``degenerate`` family (optional) scores a fixed set of images that are not faces
 (:func:`ifqa_loss.train.degenerate.degenerate_test_set`: constant colours, near-constant
-images, gradients, noise patterns, heavily blurred, posterised and tile-shuffled faces, corners
-of whole photographs) and fails when any of them scores at or above the lowest clean face;
-it reports how many do and the worst margin (highest degenerate score minus lowest clean).
+images, gradients, noise patterns, posterised and tile-shuffled faces, corners of whole
+photographs; not blurred faces, which are faces of low quality for the blur family) and fails
+when any of them scores at or above the lowest clean face; it reports how many do and the
+worst margin (highest degenerate score minus lowest clean).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def evaluate(
         quick: score only the clean face and the test strength (pair accuracy, no Spearman).
         names: optional face names, kept in the per-face records.
         degenerate: also run the degenerate family: ``True`` for the synthetic set plus the
-            faces' own blurred, posterised and shuffled versions, or a list of
+            faces' own posterised and shuffled versions, or a list of
             ``(name, (S, S, 3) float32 image)`` (see :func:`degenerate_test_set`).
 
     Returns:
