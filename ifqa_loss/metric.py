@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 
 from ._holder import HoldsDiscriminator, WeightsArg, compile_kwargs, resolve_model
 from .align import AlignOptions
-from .gate import FaceGate, bundled_gate_path, load_face_gate
+from .gate import FaceGate, bundled_gate_path, gate_factor, load_face_gate
 from .masks import face_region_masks
 from .models.registry import ModelConfig, get_model_config
 from .preprocess import (
@@ -69,13 +70,13 @@ class IFQAMetric(HoldsDiscriminator):
     Higher is better; scores lie in [0, 1]. No gradients are computed.
 
     Images that are not faces: the bundled models (``ifqa-lite``, ``ifqa-judge``) multiply
-    their map by the face gate (:mod:`ifqa_loss.gate`), a small network's probability that the
-    input is a face photograph, clean or degraded. Faces keep their score (the gate is about 1);
-    a flat colour, noise, a wall or a posterised face scores near 0, where the discriminator
-    alone gives a black square 0.73. The original ``ifqa`` / ``ifqa++`` are left exactly as
-    published unless asked (``face_gate=True``). Near-constant inputs are also flagged by
-    ``score_files`` and ``ifqa score`` (:func:`ifqa_loss.flags.near_constant`,
-    docs/robustness.md).
+    their map by the face gate (:mod:`ifqa_loss.gate`): ``min(1, P(face) / 0.5)``, with P(face)
+    a small network's probability that the input is a face photograph of any quality. Faces
+    keep their score exactly; a flat colour, noise, a wall or a posterised face scores near 0,
+    where the discriminator alone gives a black square 0.73. The original ``ifqa`` /
+    ``ifqa++`` are left exactly as published unless asked (``face_gate=True``). Near-constant
+    inputs, and images the gate calls no face, are also flagged by ``score_files`` and ``ifqa
+    score`` (:mod:`ifqa_loss.flags`, docs/robustness.md).
 
     Args:
         model: ``"auto"``, a registered name, or a ``Discriminator`` (see :class:`IFQALoss`).
@@ -90,7 +91,8 @@ class IFQAMetric(HoldsDiscriminator):
         face_gate: ``"auto"`` (the bundled gate for the bundled models with their shipped
             weights, none for the others: published, user-trained or exported weights),
             ``True`` (the bundled gate), ``False`` (none) or a gate's ``.safetensors`` path.
-            Maps, scores and region scores are all multiplied by the gate.
+            Maps, scores and region scores are all multiplied by
+            :func:`~ifqa_loss.gate.gate_factor`.
 
     Inputs are checked at every call, values included (NaN/Inf, another convention): each
     batch scored is new data whose numbers are the result, so unlike :class:`IFQALoss` the
@@ -145,15 +147,13 @@ class IFQAMetric(HoldsDiscriminator):
             self.face_gate._apply(fn)
         return super()._apply(fn, recurse)
 
-    def _gate(self, x: torch.Tensor) -> torch.Tensor:
-        """P(face) of network-ready inputs, (B, 3, S, S) -> (B, 1, 1, 1) (1 without a gate)."""
-        if self.face_gate is None:
-            return x.new_ones(x.shape[0], 1, 1, 1)
+    def _p_face(self, x: torch.Tensor) -> torch.Tensor:
+        """P(face) of network-ready inputs, (B, 3, S, S) -> (B,) (the gate must be set)."""
         cfg = self.config
         mean = x.new_tensor(cfg.mean).view(1, 3, 1, 1)
         std = x.new_tensor(cfg.std).view(1, 3, 1, 1)
         rgb = (x.float() * std + mean) * 2 - 1  # the gate takes RGB in [-1, 1]
-        return self.face_gate.probability(rgb).view(-1, 1, 1, 1)
+        return self.face_gate.probability(rgb)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp is None or self.device.type != "cuda":
@@ -161,15 +161,25 @@ class IFQAMetric(HoldsDiscriminator):
         return torch.autocast("cuda", dtype=AMP_DTYPES[self.amp])
 
     @torch.no_grad()
-    def _maps_normalised(self, x: torch.Tensor) -> torch.Tensor:
-        """Maps of network-ready inputs ((B,3,S,S) in [-1,1]), chunked by ``batch_size``."""
-        out = []
+    def _maps_normalised(
+        self, x: torch.Tensor, with_p_face: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """Maps of network-ready inputs ((B,3,S,S) in [-1,1]), chunked by ``batch_size``;
+        with ``with_p_face``, ``(maps, P(face) (B,))`` (None without a gate)."""
+        out, p_face = [], []
         for chunk in x.split(self.batch_size):
             chunk = chunk.to(self.device)
             with self._autocast():
                 maps = self._net_fn(chunk).float()
-            out.append(maps * self._gate(chunk))
-        return torch.cat(out)
+            if self.face_gate is not None:
+                p = self._p_face(chunk)
+                maps = maps * gate_factor(p).view(-1, 1, 1, 1)
+                p_face.append(p)
+            out.append(maps)
+        maps = torch.cat(out)
+        if not with_p_face:
+            return maps
+        return maps, torch.cat(p_face) if p_face else None
 
     @torch.no_grad()
     def maps(self, images: torch.Tensor) -> torch.Tensor:
@@ -278,9 +288,10 @@ class IFQAMetric(HoldsDiscriminator):
         Returns:
             One dict per path, in order: ``path``, ``score`` (float or None), ``error`` (str or
             None), ``flag`` (None, ``"near_constant"`` or ``"no_face"``: the score says nothing
-            about a face, :mod:`ifqa_loss.flags`), plus the region means and ``map`` as
-            requested. With ``align``, one dict per
-            face instead, in the photo's left-to-right order, adding ``face`` (index),
+            about a face, :mod:`ifqa_loss.flags`), ``p_face`` (the face gate's P(face), None
+            without a gate; under :data:`~ifqa_loss.gate.FACE_THRESHOLD` the image is flagged
+            ``"no_face"``), plus the region means and ``map`` as requested. With ``align``, one
+            dict per face instead, in the photo's left-to-right order, adding ``face`` (index),
             ``faces`` (count in the photo), ``box`` ([x0, y0, x1, y1], pixels), ``confidence``
             (detector score), ``landmarks`` (the five points in the photo) and ``matrix``
             (the 2x3 photo -> crop affine, for :func:`~ifqa_loss.align.paste_back`); a photo
@@ -310,7 +321,7 @@ class IFQAMetric(HoldsDiscriminator):
                 return {name: reg[name] for name in BREAKDOWN_REGIONS}
 
         return score_paths(
-            self._maps_normalised,
+            functools.partial(self._maps_normalised, with_p_face=True),
             region_fn,
             [os.fspath(p) for p in paths],
             self.config,

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ._io import IMAGE_EXTS, atomic_write, atomic_write_image, atomic_write_text, strict_json
+from .flags import NEAR_CONSTANT, NO_FACE
 
 REGIONS = ("eyes", "nose", "mouth", "rest")
 REGIONS_NOTE = "rest: the face outside the eyes, nose and mouth (not the background)"
@@ -43,7 +44,8 @@ _CHUNK = 64
 PLOT_HINT = 'pip install "ifqa-loss[report]"'
 FLAG_NOTE = (
     "Near-constant: outputs whose luminance has a standard deviation under 2 grey levels; "
-    "the model scores them like faces, so their scores mean nothing (docs/robustness.md)."
+    "the model scores them like faces, so their scores mean nothing. No face: outputs the face "
+    "gate (P(face) under 0.5) or --check-face calls no face (docs/robustness.md)."
 )
 
 
@@ -340,13 +342,16 @@ def _ranking_table(w: Write, summary: dict) -> None:
     ci = meta["bootstrap"]
     w("<h2>Ranking</h2>\n<table class='ranking'>\n<tr><th>#</th><th class='name'>method</th>")
     w(f"<th>mean score</th><th>95% interval{' (bootstrap)' if ci else ''}</th>")
-    w("".join(f"<th>{r}</th>" for r in REGIONS) + "<th>wins</th><th>near-constant</th></tr>\n")
+    w(
+        "".join(f"<th>{r}</th>" for r in REGIONS)
+        + "<th>wins</th><th>near-constant</th><th>no face</th></tr>\n"
+    )
     for rank, row in enumerate(summary["ranking"], 1):
         interval = "–" if row["ci_low"] is None else f"{row['ci_low']:.4f} – {row['ci_high']:.4f}"
         w(f"<tr><td>{rank}</td><td class='name'>{html.escape(row['method'])}</td>")
         w(f"<td>{_fmt(row['mean'])}</td><td>{interval}</td>")
         w("".join(f"<td>{_fmt(row[r])}</td>" for r in REGIONS) + f"<td>{row['wins']}</td>")
-        w(f"<td>{row['near_constant']}</td></tr>\n")
+        w(f"<td>{row['near_constant']}</td><td>{row['no_face']}</td></tr>\n")
     w("</table>\n")
     w(
         f"<p class='note'>Interval: percentile bootstrap over faces ({ci} resamples, seed "
@@ -544,7 +549,8 @@ def _ranking(
         for r in REGIONS:
             row[r] = float(np.mean([records[f][j][r] for f in valid])) if valid else None
         row["wins"] = int(wins[j])
-        row["near_constant"] = sum(recs[j].get("flag") == "near_constant" for recs in records)
+        row["near_constant"] = sum(recs[j].get("flag") == NEAR_CONSTANT for recs in records)
+        row["no_face"] = sum(recs[j].get("flag") == NO_FACE for recs in records)
         rows.append(row)
     order = sorted(range(len(names)), key=lambda j: (-(rows[j]["mean"] or 0.0), j))
     return [rows[j] for j in order], order
@@ -674,7 +680,8 @@ def compare(
         The summary written to ``results.json``: ``meta`` (model, weights origin, device, date,
         counts, unmatched files per method), ``ranking`` (one dict per method, best first:
         ``method``, ``mean``, ``ci_low``, ``ci_high``, region means, ``wins``,
-        ``near_constant``: how many of its outputs are near-constant, :mod:`ifqa_loss.flags`)
+        ``near_constant`` and ``no_face``: how many of its outputs are flagged so,
+        :mod:`ifqa_loss.flags`)
         and ``faces`` (worst first, with each method's score, error, flag and report files),
         plus ``out``.
 

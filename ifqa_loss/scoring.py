@@ -18,7 +18,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .align import AlignedFace, AlignOptions
+from .flags import NO_FACE as FLAG_NO_FACE
 from .flags import image_flag
+from .gate import FACE_THRESHOLD
 from .models.registry import ModelConfig
 from .preprocess import DEFAULT_MAX_PIXELS, official_array_tensor, read_image_bgr
 
@@ -216,7 +218,7 @@ def _photo_records(path: str, infos: list[dict] | None, flags: list[str | None])
 
 
 def score_paths(
-    maps_fn: Callable[[torch.Tensor], torch.Tensor],
+    maps_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
     region_fn: Callable[[torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]] | None,
     paths: Sequence[str],
     config: ModelConfig,
@@ -233,6 +235,7 @@ def score_paths(
 ) -> list[dict]:
     """Records for ``paths`` (see :meth:`IFQAMetric.score_files`), in input order.
 
+    ``maps_fn(batch)`` gives ``(maps, P(face) or None)`` (see ``IFQAMetric._maps_normalised``).
     ``region_fn(maps, landmarks)`` gives the region means of (N, 1, S, S) maps; ``landmarks``
     is None for plain files and the faces' (N, 68, 2) points on their crops with ``align``.
     ``on_batch`` is called with each finished batch's records (maps included when
@@ -265,7 +268,9 @@ def score_paths(
                 landmarks += [info["crop_landmarks"] for info in infos or []]
             if batch is not None and batch.shape[0]:
                 lm = torch.stack(landmarks) if landmarks else None
-                _fill_scores(scored, maps_fn(batch), region_fn, lm, return_maps or on_batch)
+                maps, p_face = maps_fn(batch)
+                _fill_scores(scored, maps, region_fn, lm, return_maps or on_batch)
+                _fill_p_face(scored, p_face)
             if on_batch is not None:
                 on_batch(done)
                 if not return_maps:
@@ -277,6 +282,17 @@ def score_paths(
                 elapsed = max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix_str(f"{faces_done / elapsed:.1f} faces/s", refresh=False)
     return [rec for recs in per_file for rec in recs]
+
+
+def _fill_p_face(records: list[dict], p_face: torch.Tensor | None) -> None:
+    """Write the face gate's P(face) into the records and flag those it calls no face (an
+    image already flagged keeps its flag); nothing without a gate."""
+    if p_face is None:
+        return
+    for rec, p in zip(records, p_face.tolist(), strict=True):
+        rec["p_face"] = p
+        if p < FACE_THRESHOLD and rec.get("flag") is None:
+            rec["flag"] = FLAG_NO_FACE
 
 
 def _fill_scores(

@@ -297,13 +297,16 @@ def test_score_command_flags_and_limit(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert "a_black.png\t0." in stdout and "\tnear_constant\n" in stdout
     assert "# 1 of 2 inputs are near-constant: their scores mean nothing" in stdout
+    # the bundled model's face gate calls the noise image no face
+    assert "# 1 of 2 inputs show no face: their scores mean nothing" in stdout
     rows = list(csv.DictReader(out_csv.open()))
     assert list(rows[0]) == ["path", "score", "error", "flag"]
-    assert [r["flag"] for r in rows] == ["near_constant", "", ""]
+    assert [r["flag"] for r in rows] == ["near_constant", "no_face", ""]
     assert "128 x 128 = 16,384 pixels, above the limit of 10,000 " in rows[2]["error"]
     doc = json.loads(out_json.read_text())
-    assert doc["summary"]["flagged"] == {NEAR_CONSTANT: 1, NO_FACE: 0}
-    assert [r["flag"] for r in doc["records"]] == [NEAR_CONSTANT, None, None]
+    assert doc["summary"]["flagged"] == {NEAR_CONSTANT: 1, NO_FACE: 1}
+    assert [r["flag"] for r in doc["records"]] == [NEAR_CONSTANT, NO_FACE, None]
+    assert doc["records"][1]["p_face"] < 0.5
 
 
 def test_compare_counts_near_constant_outputs(tmp_path, metric):

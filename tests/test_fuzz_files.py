@@ -290,11 +290,11 @@ def test_a_run_failing_midway_keeps_earlier_results(
     real = IFQAMetric._maps_normalised
     calls = {"n": 0}
 
-    def fail_on_third_batch(self, x):
+    def fail_on_third_batch(self, x, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("injected failure in the third batch")
-        return real(self, x)
+        return real(self, x, **kwargs)
 
     monkeypatch.setattr(IFQAMetric, "_maps_normalised", fail_on_third_batch)
     with pytest.raises(RuntimeError, match="injected failure"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +24,8 @@ from ifqa_loss.train.gate import (
     to_gate_input,
     train_gate,
 )
+
+LOG3 = math.log(3.0)  # sigmoid(-LOG3) = 0.25
 
 
 def _gate_file(tmp_path, bias: float) -> str:
@@ -69,8 +73,12 @@ def test_metric_multiplies_the_map_by_the_gate(tmp_path):
     plain = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=False)
     assert plain.face_gate is None
     shut = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, -30.0))
-    half = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, 0.0))
+    # P(face) = 0.25, half the threshold: the score is halved
+    half = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, -LOG3))
+    # P(face) = 0.5, at the threshold: a face, whose score is kept exactly
+    face = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, 0.0))
     ref = plain.maps(x)
+    assert torch.equal(face.maps(x), ref)
     assert torch.allclose(half.maps(x), ref * 0.5, atol=1e-6)
     assert torch.allclose(half(x), plain(x) * 0.5, atol=1e-6)
     assert (shut(x) < 1e-10).all() and (plain(x) > 1e-3).all()
@@ -86,9 +94,11 @@ def test_metric_gate_applies_to_files_as_to_tensors(tmp_path):
     path = tmp_path / "a.png"
     cv2.imwrite(str(path), img)
     plain = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=False)
-    half = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, 0.0))
-    a, b = plain.score_files([path])[0]["score"], half.score_files([path])[0]["score"]
-    assert b == pytest.approx(a * 0.5, rel=1e-5)
+    half = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, -LOG3))
+    a, b = plain.score_files([path])[0], half.score_files([path])[0]
+    assert b["score"] == pytest.approx(a["score"] * 0.5, rel=1e-5)
+    assert b["p_face"] == pytest.approx(0.25) and b["flag"] == "no_face"
+    assert "p_face" not in a and a["flag"] is None
 
 
 def test_auto_gate_is_for_the_projects_own_models(tiny_cnn):

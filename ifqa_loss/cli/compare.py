@@ -79,14 +79,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ci = "" if r["ci_low"] is None else f"  [{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
         print(
             f"{rank}. {r['method']:<{width}}  {_fmt(r['mean'])}{ci}  wins {r['wins']}"
-            f"  near-constant {r['near_constant']}"
+            f"  near-constant {r['near_constant']}  no face {r['no_face']}"
         )
     for r in summary["ranking"]:
-        if r["near_constant"]:
-            print(
-                f"# {r['near_constant']} of {meta['n_faces']} outputs of {r['method']} are "
-                "near-constant: their scores mean nothing"
-            )
+        for key, what in (("near_constant", "are near-constant"), ("no_face", "show no face")):
+            if r[key]:
+                print(
+                    f"# {r[key]} of {meta['n_faces']} outputs of {r['method']} {what}: "
+                    "their scores mean nothing"
+                )
     out = Path(summary["out"])
     print(f"wrote {out / PAGE} (one file, pictures inside; {LINKED_PAGE} links to the folder's)")
     return EXIT_OK if meta["n_valid"] else EXIT_ALL_FAILED
