@@ -4,9 +4,10 @@ The IFQA discriminators instance-normalise their features, so a flat colour, a w
 is judged on texture alone, and a black square can score above every real face. The gate
 looks at the image without normalisation (absolute colour, contrast and layout survive) and
 outputs the probability that it is a face photograph, of any quality, colour or age. The
-metric multiplies its realness map by :func:`gate_factor` (``IFQAMetric(face_gate=...)``): a
-face (P(face) at least :data:`FACE_THRESHOLD`) keeps its score exactly, an image that is not a
-face scores near 0. Judging quality is the discriminator's job, not the gate's.
+metric multiplies its realness map by it (``IFQAMetric(face_gate=...)``), so an image that is
+not a face scores near 0 while faces keep their score (the gate is near 1 for them), and
+flags an image under :data:`FACE_THRESHOLD` ``"no_face"``. Judging quality is the
+discriminator's job, not the gate's.
 
 It is trained by :mod:`ifqa_loss.train.gate` on faces (clean, degraded, real low-quality,
 grayscale, old, padded) against the degenerate images of :mod:`ifqa_loss.train.degenerate`,
@@ -25,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 GATE_SIZE = 128  # the gate's input side; inputs of other sizes are resized to it
-# At or above this P(face) an image is a face and keeps its score whole; below it, the score is
-# scaled by P / FACE_THRESHOLD (:func:`gate_factor`) and ``score_files`` flags it ``"no_face"``.
+# Below this P(face), ``score_files`` flags an image ``"no_face"`` (its score is also scaled
+# by P(face), so it is at most half of what the discriminator alone gives).
 FACE_THRESHOLD = 0.5
 # The gate sees the middle of the image (this fraction of each side), where an aligned crop
 # has its face: the background of a face crop says little about whether it holds a face.
@@ -110,19 +111,6 @@ class FaceGate(nn.Module):
     def probability(self, x: torch.Tensor) -> torch.Tensor:
         """P(face) per image, (B, 3, S, S) in [-1, 1] -> (B,) in [0, 1]."""
         return torch.sigmoid(self(x))
-
-
-def gate_factor(p_face: torch.Tensor) -> torch.Tensor:
-    """What the metric multiplies a realness map by: ``min(1, P(face) / FACE_THRESHOLD)``.
-
-    A face (P at least :data:`FACE_THRESHOLD`) keeps its score exactly; below it the score
-    falls in proportion, so an image the gate is sure is no face (P near 0) scores near 0.
-
-    Example:
-        >>> gate_factor(torch.tensor([0.9, 0.5, 0.25, 0.0])).tolist()
-        [1.0, 1.0, 0.5, 0.0]
-    """
-    return (p_face / FACE_THRESHOLD).clamp(max=1.0)
 
 
 def bundled_gate_path() -> Path:

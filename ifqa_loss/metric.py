@@ -12,7 +12,7 @@ import torch
 
 from ._holder import HoldsDiscriminator, WeightsArg, compile_kwargs, resolve_model
 from .align import AlignOptions
-from .gate import FaceGate, bundled_gate_path, gate_factor, load_face_gate
+from .gate import FaceGate, bundled_gate_path, load_face_gate
 from .masks import face_region_masks
 from .models.registry import ModelConfig, get_model_config
 from .preprocess import (
@@ -70,9 +70,9 @@ class IFQAMetric(HoldsDiscriminator):
     Higher is better; scores lie in [0, 1]. No gradients are computed.
 
     Images that are not faces: the bundled models (``ifqa-lite``, ``ifqa-judge``) multiply
-    their map by the face gate (:mod:`ifqa_loss.gate`): ``min(1, P(face) / 0.5)``, with P(face)
-    a small network's probability that the input is a face photograph of any quality. Faces
-    keep their score exactly; a flat colour, noise, a wall or a posterised face scores near 0,
+    their map by the face gate (:mod:`ifqa_loss.gate`), a small network's probability that the
+    input is a face photograph of any quality, colour or age. Faces keep their score (the gate
+    is near 1 for them); a flat colour, noise, a wall or a posterised face scores near 0,
     where the discriminator alone gives a black square 0.73. The original ``ifqa`` /
     ``ifqa++`` are left exactly as published unless asked (``face_gate=True``). Near-constant
     inputs, and images the gate calls no face, are also flagged by ``score_files`` and ``ifqa
@@ -91,8 +91,7 @@ class IFQAMetric(HoldsDiscriminator):
         face_gate: ``"auto"`` (the bundled gate for the bundled models with their shipped
             weights, none for the others: published, user-trained or exported weights),
             ``True`` (the bundled gate), ``False`` (none) or a gate's ``.safetensors`` path.
-            Maps, scores and region scores are all multiplied by
-            :func:`~ifqa_loss.gate.gate_factor`.
+            Maps, scores and region scores are all multiplied by its P(face).
 
     Inputs are checked at every call, values included (NaN/Inf, another convention): each
     batch scored is new data whose numbers are the result, so unlike :class:`IFQALoss` the
@@ -173,7 +172,7 @@ class IFQAMetric(HoldsDiscriminator):
                 maps = self._net_fn(chunk).float()
             if self.face_gate is not None:
                 p = self._p_face(chunk)
-                maps = maps * gate_factor(p).view(-1, 1, 1, 1)
+                maps = maps * p.view(-1, 1, 1, 1)
                 p_face.append(p)
             out.append(maps)
         maps = torch.cat(out)

@@ -73,12 +73,8 @@ def test_metric_multiplies_the_map_by_the_gate(tmp_path):
     plain = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=False)
     assert plain.face_gate is None
     shut = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, -30.0))
-    # P(face) = 0.25, half the threshold: the score is halved
-    half = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, -LOG3))
-    # P(face) = 0.5, at the threshold: a face, whose score is kept exactly
-    face = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, 0.0))
+    half = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, 0.0))
     ref = plain.maps(x)
-    assert torch.equal(face.maps(x), ref)
     assert torch.allclose(half.maps(x), ref * 0.5, atol=1e-6)
     assert torch.allclose(half(x), plain(x) * 0.5, atol=1e-6)
     assert (shut(x) < 1e-10).all() and (plain(x) > 1e-3).all()
@@ -94,10 +90,13 @@ def test_metric_gate_applies_to_files_as_to_tensors(tmp_path):
     path = tmp_path / "a.png"
     cv2.imwrite(str(path), img)
     plain = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=False)
-    half = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, -LOG3))
-    a, b = plain.score_files([path])[0], half.score_files([path])[0]
+    half = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, 0.0))
+    quarter = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, -LOG3))
+    a, b, c = (m.score_files([path])[0] for m in (plain, half, quarter))
     assert b["score"] == pytest.approx(a["score"] * 0.5, rel=1e-5)
-    assert b["p_face"] == pytest.approx(0.25) and b["flag"] == "no_face"
+    assert b["p_face"] == pytest.approx(0.5) and b["flag"] is None  # at the threshold: a face
+    assert c["score"] == pytest.approx(a["score"] * 0.25, rel=1e-5)
+    assert c["p_face"] == pytest.approx(0.25) and c["flag"] == "no_face"
     assert "p_face" not in a and a["flag"] is None
 
 
