@@ -1,13 +1,20 @@
 """Training the face gate (:class:`ifqa_loss.gate.FaceGate`): faces against degenerate images.
 
-Positives are the training faces of ``lite_degenerate_cpu`` plus the aligned crops of
-``more/`` (never the held-out faces), half of them degraded with the trainer's degradations
-(blur, down-up, noise, JPEG, colour), some turned gray, some at low resolution. Negatives are
-:func:`~ifqa_loss.train.degenerate.random_degenerate` images of every kind at several sizes,
-with the corners of the training photographs (``data.backgrounds``; never the validation's
-``TEST_BACKGROUNDS``) as the non-face kind. Both go through either of the metric's two resizes
-to the discriminators' 256 px (OpenCV bilinear for files, antialiased bilinear for tensors),
-then to the gate's 128 px. A fixed pool of each is made once, then the gate trains on it::
+The gate must pass every face, whatever its quality, colour, age, pose or framing, and stop
+only images that are not faces. Positives are the training faces of ``lite_degenerate_cpu``,
+the aligned crops of ``more/``, the real low-quality, grayscale and old-photograph crops of
+:data:`~ifqa_loss.train.gate_faces.REAL_TRAIN` and the faces dlib finds in the training
+photographs (never the held-out faces, nor the test set of :mod:`~ifqa_loss.train.gate_faces`).
+Each is moved and recoloured, and may be degraded (the trainer's blur / down-up / noise / JPEG
+chain), shrunk to a few dozen pixels and back, given a restorer's artefact, turned gray or
+sepia, padded at an edge, or partly covered. Negatives are
+:func:`~ifqa_loss.train.degenerate.random_degenerate` images at several sizes: flat and
+near-flat colours, gradients, noise and patterns, posterised faces, and corners of the
+training photographs (``data.backgrounds``; never the validation's ``TEST_BACKGROUNDS``) as the
+non-face kind; never blurred faces, which are faces of low quality. Both go through either of
+the metric's two resizes to the discriminators' 256 px (OpenCV bilinear for files, antialiased
+bilinear for tensors), then to the gate's 128 px. A fixed pool of each is made once, then the
+gate trains on it::
 
     python -m ifqa_loss.train.gate --out runs/gate --export ifqa_loss/bundled/face-gate.safetensors
 """
@@ -35,7 +42,8 @@ from .artefacts import random_artefact
 from .config import DataConfig, DegradationConfig, load_config
 from .data import augment, list_images, load_face, resize_antialiased, split_faces
 from .degenerate import KINDS, _resized, random_degenerate
-from .degradations import random_degradation, to_gray
+from .degradations import down_up, random_degradation, to_gray
+from .gate_faces import REAL_TRAIN, SIDES, pad_edge, sepia
 from .trainer import load_backgrounds
 
 log = logging.getLogger("ifqa_loss.train.gate")
@@ -48,22 +56,30 @@ EXTRA_FACES = ("more/*/*.png", "more/*/*.jpg")  # aligned crops; the *_whole fol
 class GateConfig:
     """The gate's recipe (all of it; ``--set``-style overrides are the CLI's options)."""
 
-    steps: int = 2500
+    steps: int = 3000
     batch: int = 64
     lr: float = 1e-3
     decay_from: float = 0.7  # fraction of the steps after which the rate falls linearly to 0
-    pool: int = 4000  # images of each class made once
+    pool: int = 6000  # images of each class made once
     monitor: int = 400  # images of each class from the monitor faces and photographs
     width: int = 32
     seed: int = 0
     degraded_prob: float = 0.6
     artefact_prob: float = 0.2  # restorers' artefacts (over-sharpening, ringing, casts...)
-    gray_prob: float = 0.1
+    gray_prob: float = 0.25
+    sepia_prob: float = 0.1  # of the gray ones: tinted like an old print
+    fade_prob: float = 0.1  # an old colour print: low contrast, warm cast
+    lowres_prob: float = 0.2  # shrunk to lowres_sides pixels and back (a small face in a photo)
+    lowres_sides: tuple[int, int] = (28, 96)
+    pad_prob: float = 0.2  # a band of pad_fraction at one edge: black, gray or white
+    pad_fraction: tuple[float, float] = (0.05, 0.35)
+    occlude_prob: float = 0.1  # a blob of colour over part of the face (a hand, a microphone)
     weight_decay: float = 1e-4
     face_sizes: tuple[int, ...] = (128, 256, 512)
     face_size_probs: tuple[float, ...] = (0.15, 0.35, 0.5)
     degenerate_sizes: tuple[int, ...] = (96, 128, 192, 256, 384, 512)
-    degenerate_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.5, 3.0, 1.0, 3.0)
+    # constant, near_constant, gradient, noise, nonface, smooth, posterise: never a blurred face
+    degenerate_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.5, 4.0, 0.0, 3.0)
 
 
 def gate_sources(
@@ -71,12 +87,18 @@ def gate_sources(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``(faces, backgrounds)``: (512, 512, 3) float32 faces and whole photographs in [0, 1]."""
     cfg = load_config("lite_degenerate_cpu")
-    root = cfg.faces_root(data_root)
-    train, _held_out = split_faces(root, cfg.data)
-    extra = [p for p in list_images(root, EXTRA_FACES) if not p.parent.name.endswith("_whole")]
-    faces = [load_face(p, 512).numpy().transpose(1, 2, 0).copy() for p in train + extra]
-    log.info("%d faces (%d training, %d from more/)", len(faces), len(train), len(extra))
+    files = face_files(cfg.faces_root(data_root))
+    faces = [load_face(p, 512).numpy().transpose(1, 2, 0).copy() for p in files]
+    log.info("%d aligned faces", len(faces))
     return faces, load_backgrounds(cfg, data_root)
+
+
+def face_files(root: Path) -> list[Path]:
+    """The aligned crops the gate trains on: the training faces of ``lite_degenerate_cpu``,
+    the aligned folders of ``more/`` and :data:`~ifqa_loss.train.gate_faces.REAL_TRAIN`."""
+    train, _held_out = split_faces(root, load_config("lite_degenerate_cpu").data)
+    extra = [p for p in list_images(root, EXTRA_FACES) if not p.parent.name.endswith("_whole")]
+    return train + extra + list_images(root, REAL_TRAIN)
 
 
 def photo_faces(photos: list[np.ndarray]) -> list[list[np.ndarray]]:
@@ -131,17 +153,60 @@ _AUGMENT = DataConfig(aug_scale=[0.85, 1.15], aug_rotate=10.0, aug_shift=0.06, a
 
 
 def make_positive(face: np.ndarray, cfg: GateConfig, rng: np.random.Generator) -> np.ndarray:
-    """A face, moved and recoloured, maybe degraded, with an artefact, gray or smaller."""
+    """A face, moved and recoloured, changed by :func:`appearance`, maybe covered in part or
+    padded at an edge; at one of ``cfg.face_sizes``."""
     moved = augment(torch.from_numpy(face.transpose(2, 0, 1)), _AUGMENT, rng)
-    face = moved.numpy().transpose(1, 2, 0)
-    if rng.random() < cfg.gray_prob:
-        face = to_gray(face)
-    if rng.random() < cfg.degraded_prob:
-        _, face, _ = random_degradation(face, _degradation(), rng)
-    if rng.random() < cfg.artefact_prob:
-        face, _ = random_artefact(np.ascontiguousarray(face), _degradation(), rng)
+    face = np.ascontiguousarray(moved.numpy().transpose(1, 2, 0))
+    face = appearance(face, cfg, rng)
+    if rng.random() < cfg.occlude_prob:
+        face = occlude(face, rng)
+    if rng.random() < cfg.pad_prob:
+        side = SIDES[int(rng.integers(len(SIDES)))]
+        value = float(rng.choice([0.0, 0.0, 135 / 255, 1.0]))
+        face = pad_edge(face, side, float(rng.uniform(*cfg.pad_fraction)), value)
     size = int(rng.choice(cfg.face_sizes, p=cfg.face_size_probs))
     return _resized(np.ascontiguousarray(face, dtype=np.float32), size)
+
+
+def appearance(img: np.ndarray, cfg: GateConfig, rng: np.random.Generator) -> np.ndarray:
+    """Maybe gray or sepia, faded, degraded (the trainer's chain), shrunk to a few dozen
+    pixels and back, with an artefact. Faces and the non-face crops both go through it, so
+    that none of these is a cue to a face."""
+    if rng.random() < cfg.gray_prob:
+        img = sepia(img) if rng.random() < cfg.sepia_prob / cfg.gray_prob else to_gray(img)
+    if rng.random() < cfg.fade_prob:
+        img = fade(img, rng)
+    if rng.random() < cfg.degraded_prob:
+        _, img, _ = random_degradation(img, _degradation(), rng)
+    if rng.random() < cfg.lowres_prob:
+        side = rng.uniform(*cfg.lowres_sides)
+        img = down_up(img, img.shape[0] / side, "area", ("linear", "cubic")[rng.integers(2)])
+    if rng.random() < cfg.artefact_prob:
+        img, _ = random_artefact(np.ascontiguousarray(img), _degradation(), rng)
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def fade(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An old colour print: contrast lowered towards a light mean and a warm cast."""
+    k = rng.uniform(0.4, 0.8)
+    tint = np.array([1.0, 0.97, 0.85], np.float32) * rng.uniform(0.9, 1.1)
+    out = (img - img.mean()) * k + rng.uniform(0.5, 0.75)
+    return np.clip(out * tint, 0, 1).astype(np.float32)
+
+
+def occlude(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A soft-edged ellipse of one colour (skin-like or any) over part of the lower half or
+    across the eyes, as a hand, a microphone or dark glasses would cover it."""
+    h, w = face.shape[:2]
+    mask = np.zeros((h, w), np.float32)
+    centre = (int(rng.uniform(0.25, 0.75) * w), int(rng.uniform(0.35, 0.9) * h))
+    axes = (int(rng.uniform(0.08, 0.25) * w), int(rng.uniform(0.06, 0.18) * h))
+    cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 0.01 * w)[..., None]
+    skin = np.array([0.85, 0.65, 0.55], np.float32) * rng.uniform(0.4, 1.1)
+    colour = skin if rng.random() < 0.5 else rng.random(3).astype(np.float32) * 0.6
+    shade = colour * (1 + 0.1 * rng.standard_normal((h, w, 1)).astype(np.float32))
+    return np.clip(face * (1 - mask) + shade * mask, 0, 1).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=1)
@@ -155,9 +220,12 @@ def make_negative(
     cfg: GateConfig,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, str]:
-    """``(image, kind)``: a degenerate image at one of ``cfg.degenerate_sizes``."""
+    """``(image, kind)``: a degenerate image at one of ``cfg.degenerate_sizes``; a non-face
+    crop goes through the faces' :func:`appearance` changes."""
     size = int(rng.choice(cfg.degenerate_sizes))
     img, p = random_degenerate(_resized(face, size), cfg.degenerate_weights, rng, backgrounds)
+    if p["kind"] == "nonface":
+        img = appearance(img, cfg, rng)
     return img, p["kind"]
 
 
