@@ -180,3 +180,29 @@ def test_flat_statistics_tell_posterised_from_photographic():
     ).tolist()
     assert flat_photo < 0.05 and top_photo < 0.2
     assert flat_post > 0.8 and top_post == pytest.approx(1.0)
+
+
+def test_recipe_changes_faces_and_non_face_crops_alike():
+    """Fading lowers contrast with a warm cast; occlusion covers part of the face only; the
+    non-face crops go through the faces' appearance changes (here: always gray), the flat
+    kinds do not."""
+    from ifqa_loss.train.gate import fade, make_negative, occlude
+
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 64, 3)).astype(np.float32)
+    faded = fade(img, rng)
+    assert faded.std() < 0.85 * img.std()
+    assert faded[..., 0].mean() > faded[..., 2].mean()  # warm
+    covered = occlude(img, rng)
+    changed = np.abs(covered - img).max(2) > 1e-3
+    assert 0.0 < changed.mean() < 0.5
+    cfg = GateConfig(gray_prob=1.0, sepia_prob=0.0, fade_prob=0.0, degraded_prob=0.0)
+    cfg.lowres_prob = cfg.artefact_prob = 0.0
+    photo = rng.random((200, 300, 3)).astype(np.float32)
+    kinds = set()
+    for _ in range(40):
+        out, kind = make_negative(img, [photo], cfg, rng)
+        kinds.add(kind)
+        if kind == "nonface":
+            assert np.allclose(out[..., 0], out[..., 1], atol=1e-6)  # gray, like gray faces
+    assert "nonface" in kinds and "smooth" not in kinds  # never a blurred face
