@@ -88,6 +88,7 @@ def test_test_set_stays_out_of_the_gates_training(faces_dir):
     assert not trained & tested, sorted(trained & tested)[:5]
 
 
+@pytest.mark.slow
 def test_gate_passes_real_low_quality_gray_old_and_padded_faces(gate, faces_dir):
     cfg = load_config("lite_degenerate_cpu")
     faces = gate_test_faces(faces_dir, cfg.data.val, photos=False)
