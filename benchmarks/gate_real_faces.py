@@ -30,7 +30,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ifqa_loss import IFQAMetric
-from ifqa_loss.gate import load_face_gate
 from ifqa_loss.preprocess import to_model_input
 from ifqa_loss.train.config import load_config
 from ifqa_loss.train.data import list_images
@@ -45,20 +44,19 @@ TILE = 160
 def measure(faces, model: str, gate_path: str | None, diagnose: bool) -> list[dict]:
     """One row per face: P(face), ungated and gated scores (and P with median statistics)."""
     metric = IFQAMetric(model, device="cpu", face_gate=False)
-    gate = load_face_gate(gate_path)
-    rows, xs = [], []
+    gated = IFQAMetric(model, device="cpu", face_gate=gate_path or True)
+    rows, images = [], []
     for f in faces:
         t = torch.from_numpy(f.image.transpose(2, 0, 1).copy())[None]
-        x = to_model_input(t, metric.config)  # the metric's network input
-        rgb = x * torch.tensor(metric.config.std).view(1, 3, 1, 1)
-        rgb = (rgb + torch.tensor(metric.config.mean).view(1, 3, 1, 1)) * 2 - 1
-        xs.append(rgb)
-        ungated = float(metric(t)[0])
-        p = float(gate.probability(rgb)[0])
+        images.append(t)
+        ungated, p = float(metric(t)[0]), float(gated.p_face(t)[0])
         rows.append(
             {"name": f.name, "kind": f.kind, "p_face": p, "ungated": ungated, "gated": ungated * p}
         )
     if diagnose:
+        gate = gated.face_gate
+        # the gate's own view: the network input (native size) in [-1, 1]
+        xs = [gated.gate_input(to_model_input(t, gated.config)) for t in images]
         prepared = [gate.prepare(x) for x in xs]
         clean = [s for (_, s), r in zip(prepared, rows, strict=True) if r["kind"] == "clean"]
         median = torch.cat(clean).median(0).values if clean else None

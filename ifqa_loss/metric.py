@@ -146,13 +146,16 @@ class IFQAMetric(HoldsDiscriminator):
             self.face_gate._apply(fn)
         return super()._apply(fn, recurse)
 
+    def gate_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the face gate sees of network-ready inputs: (B, 3, S, S) normalised for the
+        discriminator -> (B, 3, S, S) RGB in [-1, 1]."""
+        mean = x.new_tensor(self.config.mean).view(1, 3, 1, 1)
+        std = x.new_tensor(self.config.std).view(1, 3, 1, 1)
+        return (x.float() * std + mean) * 2 - 1
+
     def _p_face(self, x: torch.Tensor) -> torch.Tensor:
         """P(face) of network-ready inputs, (B, 3, S, S) -> (B,) (the gate must be set)."""
-        cfg = self.config
-        mean = x.new_tensor(cfg.mean).view(1, 3, 1, 1)
-        std = x.new_tensor(cfg.std).view(1, 3, 1, 1)
-        rgb = (x.float() * std + mean) * 2 - 1  # the gate takes RGB in [-1, 1]
-        return self.face_gate.probability(rgb)
+        return self.face_gate.probability(self.gate_input(x))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp is None or self.device.type != "cuda":
@@ -195,6 +198,19 @@ class IFQAMetric(HoldsDiscriminator):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Scores, (B, C, H, W) images in ``input_range`` -> (B,) in [0, 1], higher is better."""
         return self.maps(images).mean((1, 2, 3))
+
+    @torch.no_grad()
+    def p_face(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The face gate's P(face) of (B, C, H, W) images in ``input_range`` -> (B,) in
+        [0, 1], as the gate sees them inside the metric; None without a gate."""
+        if self.face_gate is None:
+            return None
+        x = check_images(images, self.input_range)
+        out = []
+        for chunk in x.split(self.batch_size):
+            chunk = chunk.to(self.device, torch.float32)
+            out.append(self._p_face(to_model_input(chunk, self.config, self.input_range)))
+        return torch.cat(out)
 
     @torch.no_grad()
     def region_scores(

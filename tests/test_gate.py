@@ -206,3 +206,10 @@ def test_recipe_changes_faces_and_non_face_crops_alike():
         if kind == "nonface":
             assert np.allclose(out[..., 0], out[..., 1], atol=1e-6)  # gray, like gray faces
     assert "nonface" in kinds and "smooth" not in kinds  # never a blurred face
+
+
+def test_p_face_is_the_gates_probability_inside_the_metric(tmp_path):
+    x = torch.rand(2, 3, 64, 64)
+    half = IFQAMetric(model="ifqa-lite", device="cpu", face_gate=_gate_file(tmp_path, 0.0))
+    assert torch.allclose(half.p_face(x), torch.full((2,), 0.5))
+    assert IFQAMetric(model="ifqa-lite", device="cpu", face_gate=False).p_face(x) is None

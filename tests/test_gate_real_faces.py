@@ -16,7 +16,7 @@ import torch
 
 from ifqa_loss import IFQAMetric
 from ifqa_loss.flags import NEAR_CONSTANT, NO_FACE
-from ifqa_loss.gate import FACE_THRESHOLD, bundled_gate_path, load_face_gate
+from ifqa_loss.gate import FACE_THRESHOLD, bundled_gate_path
 from ifqa_loss.report import compare
 from ifqa_loss.train.config import load_config
 from ifqa_loss.train.data import list_images, split_faces
@@ -42,25 +42,18 @@ SHARE = 0.98  # of the test faces that must get P(face) >= FACE_THRESHOLD
 
 @pytest.fixture(scope="module")
 def gate():
+    """The metric with the bundled gate (ifqa-lite's input path)."""
     if not bundled_gate_path().is_file():
         pytest.skip(f"no bundled gate at {bundled_gate_path()}")
-    return load_face_gate()
-
-
-@torch.no_grad()
-def _p_face(gate, images: list[np.ndarray]) -> np.ndarray:
-    """P(face) of (H, W, 3) float images as the metric's gate sees them (256 px input)."""
-    out = []
-    for img in images:
-        x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None] * 2 - 1
-        x = torch.nn.functional.interpolate(x, size=256, mode="bilinear", antialias=True)
-        out.append(float(gate.probability(x)[0]))
-    return np.array(out)
+    return IFQAMetric("ifqa-lite", device="cpu")
 
 
 def _rejected(gate, faces) -> list[tuple[str, float]]:
     """``(name, P(face))`` of the faces under the threshold."""
-    p = _p_face(gate, [f.image for f in faces])
+    p = [
+        float(gate.p_face(torch.from_numpy(f.image.transpose(2, 0, 1).copy())[None])[0])
+        for f in faces
+    ]
     return [
         (f.name, round(float(q), 3)) for f, q in zip(faces, p, strict=True) if q < FACE_THRESHOLD
     ]

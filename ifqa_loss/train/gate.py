@@ -43,7 +43,7 @@ from .config import DataConfig, DegradationConfig, load_config
 from .data import augment, list_images, load_face, resize_antialiased, split_faces
 from .degenerate import KINDS, _resized, random_degenerate
 from .degradations import down_up, random_degradation, to_gray
-from .gate_faces import REAL_TRAIN, SIDES, pad_edge, sepia
+from .gate_faces import REAL_TRAIN, SIDES, aligned_faces, pad_edge, sepia
 from .trainer import load_backgrounds
 
 log = logging.getLogger("ifqa_loss.train.gate")
@@ -104,18 +104,14 @@ def face_files(root: Path) -> list[Path]:
 def photo_faces(photos: list[np.ndarray]) -> list[list[np.ndarray]]:
     """Each photograph's faces, aligned to the FFHQ 512 crop (dlib, the ``[align]`` extra);
     empty lists when dlib is missing."""
-    from ..align import align_faces, require
+    from ..align import require
 
     try:
         require()
     except ImportError as e:
         log.warning("no faces from the photographs: %s", e)
         return [[] for _ in photos]
-    out = []
-    for photo in photos:
-        img = (np.clip(photo, 0, 1) * 255).round().astype(np.uint8)
-        out.append([a.crop.astype(np.float32) / 255.0 for a in align_faces(img, size=512)])
-    return out
+    return [aligned_faces(photo) for photo in photos]
 
 
 def split_monitor(

@@ -107,17 +107,20 @@ def variants(name: str, img: np.ndarray) -> list[GateFace]:
     ]
 
 
-def photo_faces(path: Path, root: Path, size: int = 512) -> list[GateFace]:
-    """The faces dlib finds in a photograph, aligned with black padding (the ``[align]``
-    extra)."""
+def aligned_faces(photo: np.ndarray, padding: str = "reflection") -> list[np.ndarray]:
+    """The faces dlib finds in an (H, W, 3) float photograph in [0, 1], aligned to the FFHQ
+    512 crop, as float32 in [0, 1] (the ``[align]`` extra)."""
     from ..align import align_faces
 
-    rgb = (load_photo(path, PHOTO_MAX_SIDE) * 255).round().astype(np.uint8)
+    img = (np.clip(photo, 0, 1) * 255).round().astype(np.uint8)
+    return [a.crop.astype(np.float32) / 255.0 for a in align_faces(img, padding=padding)]
+
+
+def photo_faces(path: Path, root: Path) -> list[GateFace]:
+    """A test photograph's faces, aligned with black padding past its edges."""
     name = path.relative_to(root).as_posix()
-    return [
-        GateFace(f"{name}#{i}", "photo_face", a.crop.astype(np.float32) / 255)
-        for i, a in enumerate(align_faces(rgb, size=size, padding="zeros"))
-    ]
+    faces = aligned_faces(load_photo(path, PHOTO_MAX_SIDE), padding="zeros")
+    return [GateFace(f"{name}#{i}", "photo_face", f) for i, f in enumerate(faces)]
 
 
 def gate_test_faces(
