@@ -1,4 +1,4 @@
-"""Every GPU target of issue 16 in one run, each figure beside its baseline.
+"""Every GPU speed target in one run, each figure beside its baseline.
 
 One H100 or H200, a few minutes, random weights (speed does not depend on them):
 

@@ -255,7 +255,7 @@ class Settings:
     an exponential moving average of the restorer's weights (BasicSR's ``net_g_ema``, which
     GFPGAN and CodeFormer validate), beside its last step's weights (``summary_raw``). The
     third recipe's L1 runs spanned 1 dB of PSNR over three seeds, and one seed moved 0.5 dB
-    between sessions from float-level differences (thread count), as much as the 0.5 dB
+    between runs from float-level differences (thread count), as much as the 0.5 dB
     target; the last step of a run at a constant rate is a noisy sample of where the
     restorer is. 0.995 (a ~200-step window) rather than BasicSR's 0.999, which over these
     1,000 steps would keep 37% of the starting weights. ``ema=0`` is the earlier recipes.

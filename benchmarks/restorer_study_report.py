@@ -1,5 +1,5 @@
 """Table, curves and picture grid of ``benchmarks/restorer_study.py``'s finished runs, with
-the targets of issue 21 per seed and the dark outlines each run draws.
+the study's targets per seed and the dark outlines each run draws.
 
 python benchmarks/restorer_study_report.py --out study   # writes study/report.md,
                                         # study/curves.png (seed 0), study/paired.png (every

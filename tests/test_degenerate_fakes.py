@@ -1,5 +1,5 @@
 """Degenerate images (ifqa_loss/train/degenerate.py): each kind, seeding, the stream option,
-and the validation's degenerate family (issue 23)."""
+and the validation's degenerate family."""
 
 from __future__ import annotations
 

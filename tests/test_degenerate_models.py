@@ -1,4 +1,4 @@
-"""The bundled models score degenerate images below every clean face (issue 23).
+"""The bundled models score degenerate images below every clean face.
 
 Degenerate images: constant colours, near-constant images, gradients, noise and patterns (made
 here, without data), and, from the shared faces, the held-out faces heavily blurred and

@@ -5,7 +5,7 @@ tests keep that default, what users get, except where two fp32 paths are compare
 element: there TF32 alone moves single logits by about 1e-3 (1.2e-3 seen on an H200), so that
 test turns it off and keeps its 1e-3 tolerance (in fp32 on the CPU the same logits differ by
 1.3e-6). Scores and losses are means over 65,536 pixels, where TF32's rounding largely
-averages out: those tests passed on an H200 with TF32 on (issue 16).
+averages out: those tests passed on an H200 with TF32 on.
 """
 
 from __future__ import annotations

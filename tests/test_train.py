@@ -546,7 +546,7 @@ def test_validate_main_prints_a_table_and_json(tmp_path, capsys):
     fams = {"blur", "downup", "noise", "jpeg", "unsharp"}
     assert res["n_faces"] == 2 and set(res["families"]) == fams
     assert all(0.0 <= f["pair_accuracy"] <= 1.0 for f in res["families"].values())
-    # the degenerate family runs by default (issue 23); --families picks, and refuses typos
+    # the degenerate family runs by default; --families picks, and refuses typos
     deg = res["degenerate"]
     assert deg["n"] > 50 and 0 <= deg["above"] <= deg["n"] and len(deg["clean_scores"]) == 2
     assert "degenerate:" in text
