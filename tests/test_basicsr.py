@@ -28,7 +28,7 @@ def _basicsr_importable() -> str | None:
     try:
         import ifqa_loss.integrations.basicsr  # noqa: F401
     except ImportError as e:
-        return f"basicsr is not importable ({e}); install it with the README's basicsr extra"
+        return f"basicsr is not importable ({e}); install the basicsr extra (docs/testing.md)"
     return None
 
 
