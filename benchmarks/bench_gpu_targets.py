@@ -5,7 +5,7 @@ One H100 or H200, a few minutes, random weights (speed does not depend on them):
 - loss step, ``ifqa`` CNN, B=16 at 512x512 (resized to 256), forward + gradient to the input:
   the naive baseline (fp32, parameters requiring gradients) against ``IFQALoss()`` in fp32 and
   under bf16 autocast (target <= 12 ms), with the value check at every call
-  (``check_every=1``, the old default), ``memory_lean=True``, and the compiled switches
+  (``check_every=1``, the old default), and the compiled switches
   ``IFQALoss(compile=True)`` and ``compile="reduce-overhead"`` (targets <= 6 ms, <= 2 GiB);
   median time, peak memory (the CUDA allocator's, weights included) and host synchronisations
   per step (``torch.cuda.set_sync_debug_mode``);
@@ -184,7 +184,6 @@ def loss_section(a, size: Size, rows: list[Row], compile_opts: Callable[[str | N
         ("IFQALoss() fp32", {}, False, "", None, None),
         ("IFQALoss() bf16 autocast", {}, amp, "<= 12 ms", 12.0, None),
         ("IFQALoss(check_every=1) bf16 autocast", {"check_every": 1}, amp, "", None, None),
-        ("IFQALoss(memory_lean=True) fp32", {"memory_lean": True}, False, "", None, None),
     ]
     if not a.skip_compile:
         variants += [

@@ -40,8 +40,8 @@ def run_variant(variant: str, device: str, batch: int, size: int, iters: int) ->
     net = IFQACNN()
     x = torch.rand(batch, 3, size, size, device=device, requires_grad=True)
     rss_loaded = _rss_mib()  # interpreter + torch + weights + input: what every variant holds
-    if variant in ("ours", "ours-lean"):
-        crit = IFQALoss(model=net, check_inputs=True, memory_lean=variant == "ours-lean")
+    if variant == "ours":
+        crit = IFQALoss(model=net, check_inputs=True)
         crit = crit.to(device)
 
         def step() -> torch.Tensor:
@@ -118,7 +118,7 @@ def main() -> int:
     import torch
 
     results = {}
-    for variant in ("naive", "ours", "ours-lean"):
+    for variant in ("naive", "ours"):
         cmd = [sys.executable, __file__, "--variant", variant, "--device", a.device]
         cmd += ["--batch", str(a.batch), "--size", str(a.size), "--iters", str(a.iters)]
         if a.threads:
@@ -147,9 +147,8 @@ def main() -> int:
     labels = {
         "naive": "parameters require grad (naive)",
         "ours": "IFQALoss (frozen D, default)",
-        "ours-lean": "IFQALoss(memory_lean=True)",
     }
-    for k in ("naive", "ours", "ours-lean"):
+    for k in ("naive", "ours"):
         r = results[k]
         line = f"{labels[k]:<40} {r['median_s']:>9.3f} {r['min_s']:>8.3f} {r[mem_key]:>22.1f}"
         print(line + (f" {r['step_mem_mib']:>9.1f}" if step_col else ""))

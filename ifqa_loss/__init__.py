@@ -1,8 +1,16 @@
 """ifqa-loss: IFQA face quality as a differentiable loss and a batched metric.
 
+The loss is something to minimise (lower = more real, or closer to the target); the metric is
+higher = better, in [0, 1]. Every module holds its discriminator on the CPU unless given
+``device=``, and follows ``.to(device)`` like any ``nn.Module``.
+
+>>> import torch
 >>> from ifqa_loss import IFQALoss, IFQAMetric
->>> criterion = IFQALoss()          # lower = more real; minimise it   # doctest: +SKIP
->>> metric = IFQAMetric()           # higher = better                    # doctest: +SKIP
+>>> criterion = IFQALoss(form="features")
+>>> metric = IFQAMetric()
+>>> x, gt = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+>>> criterion(x, gt).dim(), metric(x).shape
+(0, torch.Size([1]))
 
 The public names are loaded on first use (PEP 562), so that ``import ifqa_loss`` and the
 ``ifqa`` command's ``--help`` do not import torch.
@@ -17,13 +25,14 @@ __version__ = "0.1.0"
 
 # public name: the submodule defining it
 _EXPORTS = {
-    "FPR_WEIGHTS": "loss",
+    "FPR_WEIGHTS": "regions",
     "IFQAAdversarialLoss": "adversarial",
     "IFQALoss": "loss",
     "adaptive_gan_weight": "balance",
     "face_region_masks": "masks",
     "IFQAMetric": "metric",
-    "create_model": "models",
+    "ModelConfig": "models",
+    "create_model": "weights",
     "get_model_config": "models",
     "list_models": "models",
     "register_model": "models",
@@ -39,6 +48,7 @@ __all__ = [
     "IFQAAdversarialLoss",
     "IFQALoss",
     "IFQAMetric",
+    "ModelConfig",
     "adaptive_gan_weight",
     "convert_checkpoint",
     "create_model",
@@ -53,11 +63,18 @@ __all__ = [
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads them
     from .adversarial import IFQAAdversarialLoss
     from .balance import adaptive_gan_weight
-    from .loss import FPR_WEIGHTS, IFQALoss
+    from .loss import IFQALoss
     from .masks import face_region_masks
     from .metric import IFQAMetric
-    from .models import create_model, get_model_config, list_models, register_model
-    from .weights import CheckpointError, convert_checkpoint, find_weights, load_discriminator
+    from .models import ModelConfig, get_model_config, list_models, register_model
+    from .regions import FPR_WEIGHTS
+    from .weights import (
+        CheckpointError,
+        convert_checkpoint,
+        create_model,
+        find_weights,
+        load_discriminator,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -1,105 +1,14 @@
-"""Choosing a discriminator (``model="auto"``) and holding it frozen inside a user module."""
+"""Holding a frozen discriminator inside a user's module, and the ``compile`` option."""
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
 from .models.base import Discriminator
-from .models.registry import ModelConfig, get_model_config, list_models
-from .weights import find_weights, load_discriminator, model_of
-
-log = logging.getLogger("ifqa_loss")
-
-WeightsArg = str | os.PathLike | Mapping[str, torch.Tensor] | None
-_ANNOUNCED: set[str] = set()
-
-
-def bundled_model_names() -> list[str]:
-    """Bundled models that ``model="auto"`` may fall back to, whose weight file is present."""
-    names = []
-    for cfg in list_models():
-        if cfg.bundled and cfg.auto_fallback:
-            try:
-                find_weights(cfg.name)
-            except FileNotFoundError:
-                continue
-            names.append(cfg.name)
-    return names
-
-
-def resolve_model(
-    model: str | nn.Module, weights: WeightsArg = None, device: str | torch.device | None = None
-) -> tuple[Discriminator, ModelConfig]:
-    """Turn the ``model``/``weights`` arguments of the loss and metric into a frozen network.
-
-    ``model="auto"``: the original ``ifqa`` weights when they can be found (and ``weights`` is
-    None), otherwise the first bundled model; the choice is logged (a warning for the fallback).
-    A ``Discriminator`` instance is frozen and used as is, with a config derived from it.
-    """
-    if isinstance(model, nn.Module):
-        if not isinstance(model, Discriminator):
-            raise TypeError(
-                f"model must be a registered name or an ifqa_loss Discriminator, got "
-                f"{type(model).__name__}"
-            )
-        net = model.freeze()
-        if device is not None:
-            net.to(device)
-        name = getattr(net, "model_name", None)
-        try:
-            base = get_model_config(name or "")
-        except ValueError:
-            base = get_model_config("ifqa")  # RGB in [-1, 1], bilinear: the CNN family's input
-        cfg = ModelConfig(
-            name=name or type(net).__name__,
-            builder=base.builder,
-            native_size=net.native_size,
-            interpolation=base.interpolation,
-            weight_file="",
-            source="user-supplied module",
-            mean=base.mean,
-            std=base.std,
-        )
-        if not hasattr(net, "weights_origin"):
-            net.weights_origin = "user-supplied module"
-        return net, cfg
-    if not isinstance(model, str):
-        raise TypeError(f"model must be a string or a Discriminator, got {type(model).__name__}")
-    if model == "auto":
-        if weights is not None:
-            saved_as = model_of(weights) if isinstance(weights, str | os.PathLike) else None
-            model = saved_as or "ifqa"
-        else:
-            try:
-                find_weights("ifqa")
-                model = "ifqa"
-            except FileNotFoundError as e:
-                bundled = bundled_model_names()
-                if not bundled:
-                    raise FileNotFoundError(
-                        f"model='auto' found neither the original ifqa weights nor a bundled "
-                        f"model.\n{e}"
-                    ) from None
-                model = bundled[0]
-                # Warn once per process; later choices of the same fallback log at INFO.
-                level = logging.INFO if model in _ANNOUNCED else logging.WARNING
-                _ANNOUNCED.add(model)
-                log.log(
-                    level,
-                    "ifqa_loss: original IFQA weights not found; using the bundled model %r "
-                    "(pass model='ifqa' with weights=PATH for the original metric)",
-                    model,
-                    extra={"auto_fallback": model},  # the CLI says it in its "# model:" line
-                )
-    cfg = get_model_config(model)
-    net = load_discriminator(model, weights=weights, device=device)
-    log.info("ifqa_loss: using model %r (weights: %s)", cfg.name, net.weights_origin)
-    return net, cfg
+from .models.registry import ModelConfig
 
 
 def compile_kwargs(compile: bool | str | Mapping[str, object]) -> dict[str, object] | None:

@@ -13,10 +13,7 @@ beside the restorer. This module does that with IFQA's per-pixel U-Net as the wa
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,20 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._holder import WeightsArg, resolve_model
-from .loss import (
-    CHECK_EVERY,
-    FPR_WEIGHTS,
-    feature_distance,
-    parse_region_weights,
-    pixel_weights,
-    region_weight_map,
-    weighted_mean,
-)
-from .masks import face_region_masks
+from .loss import feature_distance
 from .models.base import Discriminator
 from .models.registry import ModelConfig, get_model_config
-from .preprocess import check_images, check_range, to_model_input
+from .preprocess import CHECK_EVERY, InputCheck, to_model_input
+from .regions import RegionWeights, weighted_mean
+from .weights import WeightsArg, create_model, export_discriminator, resolve_model
 
 # The restorer term's default weight beside an L1 loss of weight 1 (see docs/adversarial.md).
 DEFAULT_WEIGHT = 0.01
@@ -51,30 +40,16 @@ def trainable_discriminator(
     pretrained: bool = True,
     device: str | torch.device | None = None,
 ) -> tuple[Discriminator, ModelConfig]:
-    """A trainable IFQA discriminator: loaded (``pretrained``) or freshly initialised.
+    """A trainable IFQA discriminator and its config: loaded (``pretrained``) or random.
 
-    A ``Discriminator`` instance is copied, so the caller's module stays as it was. Model names
-    and ``weights`` resolve as in :class:`ifqa_loss.IFQALoss` (``"auto"``, a registered name).
+    Model names and ``weights`` resolve as in :class:`ifqa_loss.IFQALoss`; a ``Discriminator``
+    instance is copied, so the caller's module stays as it was.
     """
-    if isinstance(model, Discriminator):
-        net, cfg = resolve_model(copy.deepcopy(model), None, device)
-    elif pretrained:
-        net, cfg = resolve_model(model, weights, device)
-    else:
-        if weights is not None:
-            raise ValueError("pretrained=False starts from random weights: pass weights=None")
-        name = "ifqa-lite" if model == "auto" else model
-        cfg = get_model_config(name)
-        net = cfg.build()
-        net.model_name = cfg.name
-        net.weights_origin = "random initialisation"
-        if device is not None:
-            net.to(device)
-    net._frozen = False
-    for p in net.parameters():
-        p.requires_grad_(True)
-    net.train()
-    return net, cfg
+    if pretrained or isinstance(model, Discriminator):
+        return resolve_model(model, weights, device, trainable=True)
+    name = "ifqa-lite" if model == "auto" else model
+    net = create_model(name, pretrained=False, weights=weights, device=device)
+    return net, get_model_config(name)
 
 
 class DiscriminatorAugment(nn.Module):
@@ -117,8 +92,8 @@ class IFQAAdversarialLoss(nn.Module):
     ``adv.optimizer`` updates them in :meth:`discriminator_step`, and ``state_dict()`` holds
     the weights, the optimizer state and the step counter, so a resumed run continues exactly.
 
-    Each training iteration: the restorer's loss with ``adv(output, target)``, its backward and
-    optimizer step, then ``adv.discriminator_step(target, output.detach())`` (in that order: the
+    Each training iteration: the restorer's loss with ``adv(pred, target)``, its backward and
+    optimizer step, then ``adv.discriminator_step(target, pred.detach())`` (in that order: the
     discriminator step changes the weights the restorer's backward needs).
 
     Args:
@@ -126,32 +101,40 @@ class IFQAAdversarialLoss(nn.Module):
             ``ifqa-lite``), a registered CNN-family name (``"ifqa"``, ``"ifqa-lite"``), or a
             ``Discriminator`` (copied).
         weights: checkpoint for ``model`` (None: search, as ``IFQALoss`` does).
+        device: where to put the discriminator (None: CPU; ``.to()`` moves it later).
+        input_range: value range of the images, ``(0, 1)`` or ``(-1, 1)``.
+        region_weights: ``{region: weight}`` of the restorer's per-pixel term, as in
+            :class:`~ifqa_loss.IFQALoss` (e.g. :data:`ifqa_loss.FPR_WEIGHTS`); None: uniform.
         pretrained: start from the model's weights (the warm start); False: random weights of
             the same architecture (the ablation).
         loss_weight: weight of the restorer's term (default :data:`DEFAULT_WEIGHT`, the
             recommended weight beside an L1 loss of weight 1).
         feature_weight: with a ``target``, add this weight times the matching of the *current*
             discriminator's features of the output to those of the target (0: off).
-        region_weights: per-region multipliers of the restorer's per-pixel term (default
-            :data:`ifqa_loss.FPR_WEIGHTS`: eyes 2, nose 1.5, mouth 2; None: uniform), with the
-            regions from ``landmarks``/``masks`` given to ``forward`` or the FFHQ template.
-        input_range: value range of the images, ``(0, 1)`` or ``(-1, 1)``.
         resize: run the discriminator at its native size (as ``IFQALoss`` does); False runs it at
             the image's own size (fully convolutional; sides must be multiples of 32).
         lr, betas: Adam settings of the discriminator.
         r1_weight, r1_every: lazy R1 penalty on real images, ``r1_weight / 2 * |grad|^2`` with
             the gradient of each image's mean logit with respect to the network's input,
-            applied every ``r1_every`` discriminator steps and scaled by ``r1_every``.
-            Off by default (0), as for Real-ESRGAN's U-Net discriminator: GFPGAN's 10 every 16
-            swamped the warm-started network in the restorer study (first penalty 436, i.e.
-            about 35,000 against a loss of 3; Adam's second moments never recovered and its
-            accuracy on restored pixels fell to 0.01 over 1,000 steps).
+            applied every ``r1_every`` discriminator steps and scaled by ``r1_every``; off
+            (0) by default (docs/adversarial.md says why).
         augment: probability of each differentiable augmentation of both sides in the
             discriminator step (:class:`DiscriminatorAugment`; 0 turns it off).
-        device: where to put the discriminator (``.to()`` moves it later).
+        check_inputs, check_every: as in :class:`~ifqa_loss.IFQALoss`.
 
     Shape:
-        output, target (B, 3, H, W) in ``input_range`` -> 0-dim loss.
+        pred, target (B, 3, H, W) in ``input_range`` -> 0-dim loss.
+
+    Raises:
+        ValueError: negative weights, a bad ``r1_every``, an unknown region or model.
+
+    Example:
+        >>> adv = IFQAAdversarialLoss("ifqa-lite", resize=False)
+        >>> out = torch.rand(1, 3, 64, 64, requires_grad=True)
+        >>> adv(out).backward()                     # the restorer's step (gradients to out)
+        >>> stats = adv.discriminator_step(torch.rand(1, 3, 64, 64), out.detach())
+        >>> sorted(stats), adv.d_steps
+        (['acc_fake', 'acc_real', 'd_loss'], 1)
     """
 
     def __init__(
@@ -159,18 +142,20 @@ class IFQAAdversarialLoss(nn.Module):
         model: str | Discriminator = "auto",
         weights: WeightsArg = None,
         *,
+        device: str | torch.device | None = None,
+        input_range: Sequence[float] = (0.0, 1.0),
+        region_weights: Mapping[str, float] | None = None,
         pretrained: bool = True,
         loss_weight: float = DEFAULT_WEIGHT,
         feature_weight: float = 0.0,
-        region_weights: Mapping[str, float] | None = FPR_WEIGHTS,
-        input_range: Sequence[float] = (0.0, 1.0),
         resize: bool = True,
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.99),
         r1_weight: float = 0.0,
         r1_every: int = 16,
         augment: float = 0.5,
-        device: str | torch.device | None = None,
+        check_inputs: bool | str = True,
+        check_every: int = CHECK_EVERY,
     ) -> None:
         super().__init__()
         if loss_weight < 0 or feature_weight < 0 or r1_weight < 0:
@@ -180,23 +165,22 @@ class IFQAAdversarialLoss(nn.Module):
             )
         if isinstance(r1_every, bool) or not isinstance(r1_every, int) or r1_every < 1:
             raise ValueError(f"r1_every must be an int >= 1, got {r1_every!r}")
+        self.input_check = InputCheck(
+            type(self).__name__, input_range, mode=check_inputs, every=check_every
+        )
+        self.regions = RegionWeights(region_weights)
         self.net, self.config = trainable_discriminator(
             model, weights, pretrained=pretrained, device=device
         )
         self.loss_weight = float(loss_weight)
         self.feature_weight = float(feature_weight)
-        self.input_range = check_range(input_range)
         self.resize = bool(resize)
         self.r1_weight = float(r1_weight)
         self.r1_every = r1_every
         self.augment = DiscriminatorAugment(augment)
-        self.region_names, self.region_values = parse_region_weights(region_weights)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, betas=betas)
         self.d_steps = 0
         self.last_d_stats: dict[str, float] = {}
-        self._overshoot_warned = False
-        self._checks = 0
-        self._settled = False  # a checked call passed: far-out values are overshoot from now
 
     @property
     def model_name(self) -> str:
@@ -206,6 +190,14 @@ class IFQAAdversarialLoss(nn.Module):
     def weights_origin(self) -> str:
         return getattr(self.net, "weights_origin", "unknown")
 
+    @property
+    def input_range(self) -> tuple[float, float]:
+        return self.input_check.input_range
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        return self.regions.names
+
     def __repr__(self) -> str:
         # One line, as a loss prints in a log (the network's layers: ``print(adv.net)``).
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -214,35 +206,25 @@ class IFQAAdversarialLoss(nn.Module):
         return (
             f"model={self.model_name!r}, start={self.weights_origin!r}, "
             f"loss_weight={self.loss_weight}, feature_weight={self.feature_weight}, "
-            f"resize={self.resize}, r1_weight={self.r1_weight}, r1_every={self.r1_every}"
+            f"region_weights={self.regions.as_dict()}, resize={self.resize}, "
+            f"r1_weight={self.r1_weight}, r1_every={self.r1_every}"
         )
 
     # -- the discriminator's input -------------------------------------------------------------
 
-    def _warn_overshoot(self, message: str) -> None:
-        if not self._overshoot_warned:
-            self._overshoot_warned = True
-            warnings.warn(f"IFQAAdversarialLoss: {message}; warned once", stacklevel=4)
-
     def _checked(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        """Checked images; their values (one device synchronisation) on the first call and
-        every ``CHECK_EVERY``-th, as ``IFQALoss`` does."""
-        due = self._checks % CHECK_EVERY == 0
-        x = check_images(
-            x,
-            self.input_range,
-            name=name,
-            check_values=due,
-            on_overshoot=self._warn_overshoot,
-            convention=not self._settled,
-        )
-        self._checks += 1  # a refused call is not counted: the next one is checked again
-        self._settled = self._settled or due
+        """Checked images (values on the schedule of :class:`~ifqa_loss.preprocess.InputCheck`;
+        a refused call is not counted, so the next one is checked again)."""
+        due = self.input_check.due()
+        x = self.input_check(x, name, values=due)
         if not self.resize and (x.shape[-1] % 32 or x.shape[-2] % 32):
             raise ValueError(
                 f"{name} is {tuple(x.shape[-2:])}: with resize=False the discriminator runs at "
                 "the image's own size, whose sides must be multiples of 32; pass resize=True"
             )
+        if not self.resize and x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"resize=False needs square images, got {tuple(x.shape[-2:])}")
+        self.input_check.passed(due)
         return x
 
     def _unit(self, x: torch.Tensor) -> torch.Tensor:
@@ -252,9 +234,7 @@ class IFQAAdversarialLoss(nn.Module):
 
     def _model_input(self, unit: torch.Tensor) -> torch.Tensor:
         """[0, 1] images -> the network's normalised input (resized when ``resize``)."""
-        if self.resize:
-            return to_model_input(unit, self.config)
-        return to_model_input(unit, _same_size(self.config, unit))
+        return to_model_input(unit, self.config, resize=self.resize)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Per-pixel logits (B, 1, h, w) of the current discriminator (gradients flow)."""
@@ -262,36 +242,9 @@ class IFQAAdversarialLoss(nn.Module):
 
     # -- the restorer's term -------------------------------------------------------------------
 
-    def _pixel_weights(
-        self,
-        x: torch.Tensor,
-        size: int,
-        landmarks: torch.Tensor | None,
-        masks: torch.Tensor | None,
-    ) -> torch.Tensor | None:
-        if not self.region_names:
-            return None
-        template = None
-        if landmarks is None and masks is None:
-            template = self._template(size, x.device)
-        return pixel_weights(
-            x, size, self.region_names, self.region_values, template,
-            landmarks=landmarks, masks=masks,
-        )  # fmt: skip
-
-    def _template(self, size: int, device: torch.device) -> torch.Tensor:
-        """The template regions' weight map at ``size`` (made once per size and device: the
-        masks are the same at every training step)."""
-        key = (size, str(device))
-        cache = self.__dict__.setdefault("_templates", {})
-        if key not in cache:
-            m = face_region_masks(None, size, self.region_names, device=device)
-            cache[key] = region_weight_map(m, self.region_values)
-        return cache[key]
-
     def forward(
         self,
-        output: torch.Tensor,
+        pred: torch.Tensor,
         target: torch.Tensor | None = None,
         *,
         landmarks: torch.Tensor | None = None,
@@ -300,16 +253,17 @@ class IFQAAdversarialLoss(nn.Module):
         """The restorer's loss: ``loss_weight`` x the region-weighted per-pixel non-saturating
         GAN loss ``softplus(-logit)``, plus ``feature_weight`` x feature matching to ``target``.
 
-        No gradient reaches the discriminator's weights; gradients reach ``output``.
+        No gradient reaches the discriminator's weights; gradients reach ``pred``.
+        ``landmarks``/``masks`` place the regions as in :meth:`ifqa_loss.IFQALoss.forward`.
         """
-        x = self._checked(output, "output")
+        x = self._checked(pred, "pred")
         with _no_weight_grad(self.net):
             inp = self._model_input(self._unit(x))
             if self.feature_weight > 0 and target is not None:
                 feats, logits = self.net._levels(inp)
             else:
                 feats, logits = None, self.net.forward_logits(inp)
-            wmap = self._pixel_weights(x, logits.shape[-1], landmarks, masks)
+            wmap = self.regions.for_images(x, logits.shape[-1], landmarks=landmarks, masks=masks)
             per_image = weighted_mean(F.softplus(-logits.float()), wmap)
             loss = self.loss_weight * per_image.mean()
             if feats is not None:
@@ -391,29 +345,18 @@ class IFQAAdversarialLoss(nn.Module):
         return {
             "optimizer": self.optimizer.state_dict(),
             "d_steps": self.d_steps,
-            "settled": self._settled,  # a resumed run does not re-ask for the convention
+            **self.input_check.state(),  # a resumed run does not re-ask for the convention
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.d_steps = int(state["d_steps"])
-        self._settled = bool(state.get("settled", False))  # absent from older checkpoints
+        self.input_check.load_state(state)
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write the discriminator's weights as safetensors (atomically), named with its model,
         so ``IFQAMetric(weights=path)`` and ``IFQALoss(weights=path)`` load it."""
-        from .weights import save_safetensors
-
-        sd = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
-        return save_safetensors(sd, path, metadata={"ifqa_model": self.model_name})
-
-
-def _same_size(cfg: ModelConfig, x: torch.Tensor) -> ModelConfig:
-    """``cfg`` with ``native_size`` set to the image's side, so no resize happens (square only)."""
-    h, w = x.shape[-2:]
-    if h != w:
-        raise ValueError(f"resize=False needs square images, got {h}x{w}")
-    return dataclasses.replace(cfg, native_size=h)
+        return export_discriminator(self.net, path)
 
 
 def _r1_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

@@ -12,14 +12,13 @@ discriminator's job, not the gate's.
 It is trained by :mod:`ifqa_loss.train.gate` on faces (clean, degraded, real low-quality,
 grayscale, old, padded) against the degenerate images of :mod:`ifqa_loss.train.degenerate`,
 and tested on the faces of :mod:`ifqa_loss.train.gate_faces`; the bundled one is
-``ifqa_loss/bundled/face-gate.safetensors`` (model card, "Face gate").
+``ifqa_loss/bundled/face-gate.safetensors`` (model card, "Face gate"), loaded by
+:func:`ifqa_loss.weights.load_face_gate`.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +31,6 @@ FACE_THRESHOLD = 0.5
 # The gate sees the middle of the image (this fraction of each side), where an aligned crop
 # has its face: the background of a face crop says little about whether it holds a face.
 CENTRE = 0.75
-GATE_FILE = "face-gate.safetensors"
 # The command-line choices (``--face-gate``) as ``IFQAMetric(face_gate=...)`` values.
 GATE_CHOICES = {"auto": "auto", "on": True, "off": False}
 
@@ -111,38 +109,3 @@ class FaceGate(nn.Module):
     def probability(self, x: torch.Tensor) -> torch.Tensor:
         """P(face) per image, (B, 3, S, S) in [-1, 1] -> (B,) in [0, 1]."""
         return torch.sigmoid(self(x))
-
-
-def bundled_gate_path() -> Path:
-    """The bundled gate's file (it may be missing in a trimmed install)."""
-    return Path(__file__).parent / "bundled" / GATE_FILE
-
-
-def load_face_gate(
-    path: str | os.PathLike | None = None, device: str | torch.device | None = None
-) -> FaceGate:
-    """A frozen :class:`FaceGate` from a ``.safetensors`` file (None: the bundled one).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file does not hold a face gate's tensors.
-    """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    p = Path(path) if path is not None else bundled_gate_path()
-    if not p.is_file():
-        raise FileNotFoundError(f"face gate weights not found: {p}")
-    if p.suffix != ".safetensors":
-        raise ValueError(f"a face gate is loaded from a .safetensors file, got {p}")
-    with safe_open(str(p), framework="pt") as f:
-        width = int((f.metadata() or {}).get("width", 32))
-    gate = FaceGate(width)
-    sd = load_file(str(p))
-    try:
-        gate.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{p} does not hold a FaceGate of width {width}: {e}") from None
-    gate.eval().requires_grad_(False)
-    gate.weights_origin = str(p)
-    return gate.to(device) if device is not None else gate

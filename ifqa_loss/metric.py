@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ._holder import HoldsDiscriminator, WeightsArg, compile_kwargs, resolve_model
+from ._holder import HoldsDiscriminator, compile_kwargs
 from .align import AlignOptions
-from .gate import FaceGate, bundled_gate_path, load_face_gate
+from .gate import FaceGate
 from .masks import face_region_masks
 from .models.registry import ModelConfig, get_model_config
 from .preprocess import (
@@ -20,8 +20,10 @@ from .preprocess import (
     check_images,
     check_max_pixels,
     check_range,
+    from_model_input,
     to_model_input,
 )
+from .weights import WeightsArg, bundled_gate_path, load_face_gate, resolve_model
 
 
 def _resolve_gate(
@@ -81,7 +83,8 @@ class IFQAMetric(HoldsDiscriminator):
     Args:
         model: ``"auto"``, a registered name, or a ``Discriminator`` (see :class:`IFQALoss`).
         weights: checkpoint path / folder / state dict (None: search).
-        device: where to run (default: CUDA if available, else CPU).
+        device: where to run (None: CPU, as any new module; ``.to()`` moves it later).
+            Inputs on another device are moved to it chunk by chunk.
         amp: ``None`` (fp32, exact), ``"bf16"`` or ``"fp16"`` autocast; CUDA only.
         batch_size: images per forward pass; larger inputs are processed in chunks.
         input_range: value range of tensor inputs, ``(0, 1)`` or ``(-1, 1)``.
@@ -98,28 +101,35 @@ class IFQAMetric(HoldsDiscriminator):
     check is not spread over calls. For a tensor on the device that is one synchronisation
     per call; a tensor on the host is checked before it moves, with none.
 
+    Raises:
+        ValueError: a bad ``amp``, ``batch_size`` or ``input_range``; an unknown model.
+
     Example:
-        >>> metric = IFQAMetric(model="ifqa", weights="weights/IFQA_Metric.pth")  # doctest: +SKIP
-        >>> scores = metric(images)      # (B,) higher is better                  # doctest: +SKIP
-        >>> heat = metric.maps(images)   # (B, 1, 256, 256) in [0, 1]             # doctest: +SKIP
+        >>> from ifqa_loss.samples import astronaut_face
+        >>> metric = IFQAMetric()             # the bundled model when no other is found
+        >>> face = astronaut_face(256)        # (1, 3, 256, 256) in [0, 1]
+        >>> flat = torch.full_like(face, 0.5)
+        >>> scores = metric(torch.cat([face, flat]))
+        >>> scores.shape, bool(scores[0] > scores[1])
+        (torch.Size([2]), True)
+        >>> metric.maps(face).shape
+        torch.Size([1, 1, 256, 256])
     """
 
     def __init__(
         self,
         model: str | torch.nn.Module = "auto",
         weights: WeightsArg = None,
-        device: str | torch.device | None = None,
         *,
+        device: str | torch.device | None = None,
+        input_range: Sequence[float] = (0.0, 1.0),
         amp: str | None = None,
         batch_size: int = 32,
-        input_range: Sequence[float] = (0.0, 1.0),
         compile: bool | str | Mapping[str, object] = False,
         face_gate: bool | str | os.PathLike = "auto",
     ) -> None:
         super().__init__()
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        device = torch.device(device)
+        device = torch.device("cpu" if device is None else device)
         if amp is not None:
             if amp not in AMP_DTYPES:
                 raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
@@ -149,9 +159,7 @@ class IFQAMetric(HoldsDiscriminator):
     def gate_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the face gate sees of network-ready inputs: (B, 3, S, S) normalised for the
         discriminator -> (B, 3, S, S) RGB in [-1, 1]."""
-        mean = x.new_tensor(self.config.mean).view(1, 3, 1, 1)
-        std = x.new_tensor(self.config.std).view(1, 3, 1, 1)
-        return (x.float() * std + mean) * 2 - 1
+        return from_model_input(x, self.config) * 2 - 1
 
     def _p_face(self, x: torch.Tensor) -> torch.Tensor:
         """P(face) of network-ready inputs, (B, 3, S, S) -> (B,) (the gate must be set)."""

@@ -161,6 +161,116 @@ def _check_values(
             on_overshoot(msg)
 
 
+# The value check reads numbers back from the device (one synchronisation): a loss runs it on
+# its first call and then on every CHECK_EVERY-th call, not at every training step.
+CHECK_EVERY = 100
+
+
+class InputCheck:
+    """The input-check policy of a loss: what is checked, when, and what a problem does.
+
+    Structure (type, rank, channels, size; metadata only) is checked at every call. Values
+    (NaN/Inf, the range) are read back from the device, so they are checked on the first call
+    and then on every ``every``-th call (calls 1, 1 + N, 1 + 2N, ... that passed; a call whose
+    check raised is not counted, so the next one is checked again). Until a checked call has
+    passed, images in another convention (0-255, or [-1, 1] declared as [0, 1]) are a problem;
+    after that the convention is *settled* and far-out values are an unclamped restorer's
+    overshoot: used as they are, with one warning per owner.
+
+    Args:
+        owner: how messages name the loss (``"IFQALoss"``).
+        input_range: the declared value range, checked by :func:`check_range`.
+        mode: ``True``: problems with the values raise ``ValueError``; ``"warn"``: they are
+            reported once each to ``report`` and the call goes on (a long training run that
+            must not stop); ``False``: values are never checked.
+        every: N above; 1 checks the values at every call.
+        report: where ``"warn"`` problems and overshoot go (default: ``warnings.warn``).
+
+    Raises:
+        ValueError: a bad ``mode`` or ``every``.
+
+    >>> check = InputCheck("demo", (0, 1))
+    >>> check(torch.rand(2, 1, 32, 32), "pred").shape  # gray is repeated to RGB
+    torch.Size([2, 3, 32, 32])
+    >>> check.calls, check.settled
+    (1, True)
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        input_range: Sequence[float] = (0.0, 1.0),
+        *,
+        mode: bool | str = True,
+        every: int = CHECK_EVERY,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        if not (mode is True or mode is False or mode == "warn"):
+            raise ValueError(f"check_inputs must be True, 'warn' or False, got {mode!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(
+                f"check_every must be an int >= 1 (1: check the values at every call), got "
+                f"{every!r}; pass check_inputs=False to never check them"
+            )
+        self.owner = owner
+        self.input_range = check_range(input_range)
+        self.mode = mode
+        self.every = every
+        self.report = report
+        self.calls = 0  # calls whose checks passed, for the schedule
+        self.settled = False  # a checked call passed: far-out values are overshoot from now
+        self._reported: set[str] = set()
+
+    def due(self) -> bool:
+        """Whether the next call checks the values (never inside ``torch.compile``)."""
+        if self.mode is False or torch.compiler.is_compiling():
+            return False
+        return self.calls % self.every == 0
+
+    def _once(self, kind: str, message: str) -> None:
+        if kind in self._reported:
+            return
+        self._reported.add(kind)
+        text = f"{self.owner}: {message}; warned once per loss object"
+        if self.report is None:
+            warnings.warn(text, stacklevel=5)
+        else:
+            self.report(text)
+
+    def __call__(self, x: object, name: str, *, values: bool | None = None) -> torch.Tensor:
+        """Check one input (``values``: None follows the schedule) and return it as RGB.
+
+        Raises:
+            TypeError, ValueError: as :func:`check_images`.
+        """
+        x = check_images(x, self.input_range, name=name, check_values=False)
+        if values is None:
+            values = self.due()
+        if values and not torch.compiler.is_compiling():
+            overshoot = functools.partial(self._once, "overshoot")
+            try:
+                _check_values(x, self.input_range, name, overshoot, not self.settled)
+            except ValueError as e:
+                if self.mode != "warn":
+                    raise
+                self._once("nan" if "NaN" in str(e) else "convention", str(e))
+        return x
+
+    def passed(self, values_checked: bool) -> None:
+        """Count a call whose inputs all passed (``values_checked``: this call read them)."""
+        if torch.compiler.is_compiling():
+            return
+        self.calls += 1
+        self.settled = self.settled or values_checked
+
+    def state(self) -> dict[str, object]:
+        """What a resumed run needs (the convention stays settled)."""
+        return {"settled": self.settled}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        self.settled = bool(state.get("settled", False))
+
+
 def check_range(input_range: Sequence[float]) -> tuple[float, float]:
     """Validate an ``input_range`` argument and return it as two floats."""
     try:
@@ -175,21 +285,31 @@ def check_range(input_range: Sequence[float]) -> tuple[float, float]:
 
 
 def to_model_input(
-    x: torch.Tensor, cfg: ModelConfig, input_range: tuple[float, float] = (0.0, 1.0)
+    x: torch.Tensor,
+    cfg: ModelConfig,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    *,
+    resize: bool = True,
 ) -> torch.Tensor:
     """Map checked images to what the network takes: resized to the native size, normalised.
 
     The resize is antialiased (``F.interpolate(..., antialias=True)``), differentiable, and
-    skipped when the image already has the native size. No tensor is made from host data here:
+    skipped when the image already has the native size (or ``resize=False``: a fully
+    convolutional network run at the image's own size). No tensor is made from host data here:
     ``torch.tensor(values, device="cuda")`` copies from pageable memory and waits for the
     device, so the normalisation uses Python scalars (per channel only when they differ).
 
     Shape:
         x (B, 3, H, W) in ``input_range`` -> (B, 3, S, S) normalised (S: ``cfg.native_size``).
+
+    >>> from ifqa_loss.models import get_model_config
+    >>> y = to_model_input(torch.ones(1, 3, 64, 64), get_model_config("ifqa-lite"))
+    >>> tuple(y.shape), float(y.max())
+    ((1, 3, 256, 256), 1.0)
     """
     lo, hi = input_range
     s = cfg.native_size
-    if x.shape[-2:] != (s, s):
+    if resize and x.shape[-2:] != (s, s):
         x = F.interpolate(
             x, size=(s, s), mode=cfg.interpolation, antialias=True, align_corners=False
         )
@@ -199,6 +319,18 @@ def to_model_input(
     if len(set(mean)) == 1 and len(set(std)) == 1:
         return (x - mean[0]) / std[0]
     return torch.stack([(x[:, c] - mean[c]) / std[c] for c in range(3)], 1)
+
+
+def from_model_input(x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """The inverse of :func:`to_model_input`'s normalisation: network input -> [0, 1] RGB.
+
+    Shape:
+        (B, 3, S, S) -> (B, 3, S, S).
+    """
+    mean, std = tuple(cfg.mean), tuple(cfg.std)
+    if len(set(mean)) == 1 and len(set(std)) == 1:
+        return x.float() * std[0] + mean[0]
+    return torch.stack([x[:, c].float() * std[c] + mean[c] for c in range(3)], 1)
 
 
 def resize_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

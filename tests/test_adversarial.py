@@ -190,11 +190,11 @@ def test_far_overshoot_after_the_first_check_warns_and_never_stops_training():
     with pytest.raises(ValueError, match="another convention"):
         adv(_far_overshoot())  # before any call has passed: looks like a wrong convention
     adv(_images())  # checked again (the refused call did not count) and passes: settled
-    adv._checks = 0  # make the next call a checked one (the check runs every 100th call)
+    adv.input_check.calls = 0  # make the next call a checked one (values every 100th call)
     with pytest.warns(UserWarning, match="outside the declared input_range"):
         loss = adv(_far_overshoot())
     assert torch.isfinite(loss)
-    adv._checks = 0
+    adv.input_check.calls = 0
     adv.discriminator_step(_images(), _far_overshoot())  # the discriminator's side too
     resumed = IFQAAdversarialLoss("ifqa-lite", resize=False)
     resumed.load_state_dict(adv.state_dict())  # a resumed run keeps the settled convention

@@ -212,20 +212,20 @@ def test_auto_fallback_is_said_once_in_the_model_line(
     library's warning (printed beside it on every command before) is not repeated."""
     import logging
 
-    from ifqa_loss import IFQAMetric, _holder
+    from ifqa_loss import IFQAMetric, weights
     from ifqa_loss.weights import ENV_VAR
 
     monkeypatch.delenv(ENV_VAR, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(_holder, "_ANNOUNCED", set())
+    monkeypatch.setattr(weights, "_ANNOUNCED", set())
     with caplog.at_level(logging.INFO, logger="ifqa_loss"):
         assert main(["score", str(folder / "good0.png"), "--device", "cpu"]) == EXIT_OK
     line = capsys.readouterr().out.splitlines()[0]
     assert line.startswith("# model: ifqa-lite  weights: ") and "(auto: the original IFQA" in line
     assert "original IFQA weights not found" not in caplog.text
     # Only for the command: the library still warns its own users.
-    monkeypatch.setattr(_holder, "_ANNOUNCED", set())
+    monkeypatch.setattr(weights, "_ANNOUNCED", set())
     with caplog.at_level(logging.WARNING, logger="ifqa_loss"):
         IFQAMetric(device="cpu")
     assert "original IFQA weights not found" in caplog.text

@@ -9,13 +9,7 @@ import pytest
 import torch
 
 from ifqa_loss import IFQAMetric
-from ifqa_loss.gate import (
-    GATE_SIZE,
-    FaceGate,
-    bundled_gate_path,
-    flat_statistics,
-    load_face_gate,
-)
+from ifqa_loss.gate import GATE_SIZE, FaceGate, flat_statistics
 from ifqa_loss.train.gate import (
     GateConfig,
     export_gate,
@@ -24,6 +18,7 @@ from ifqa_loss.train.gate import (
     to_gate_input,
     train_gate,
 )
+from ifqa_loss.weights import bundled_gate_path, load_face_gate
 
 LOG3 = math.log(3.0)  # sigmoid(-LOG3) = 0.25
 

@@ -16,7 +16,7 @@ import torch
 
 from ifqa_loss import IFQAMetric
 from ifqa_loss.flags import NEAR_CONSTANT, NO_FACE
-from ifqa_loss.gate import FACE_THRESHOLD, bundled_gate_path
+from ifqa_loss.gate import FACE_THRESHOLD
 from ifqa_loss.report import compare
 from ifqa_loss.train.config import load_config
 from ifqa_loss.train.data import list_images, split_faces
@@ -30,6 +30,7 @@ from ifqa_loss.train.gate_faces import (
     pad_edge,
     sepia,
 )
+from ifqa_loss.weights import bundled_gate_path
 
 # Real low-quality crops the first bundled gate called non-faces (P(face) under 0.01).
 ONCE_REJECTED = (

@@ -8,8 +8,8 @@ import pytest
 import torch
 from test_train import tiny_config, tiny_faces
 
-from ifqa_loss.loss import weighted_mean
 from ifqa_loss.models.cnn import IFQACNN
+from ifqa_loss.regions import weighted_mean
 from ifqa_loss.train.config import config_from_dict
 from ifqa_loss.train.hardening import (
     AttackBuffer,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import BrightnessD
 
-from ifqa_loss import IFQALoss, IFQAMetric, _holder, get_model_config, weights
+from ifqa_loss import IFQALoss, IFQAMetric, get_model_config, weights
 from ifqa_loss.preprocess import official_file_tensor
 from ifqa_loss.weights import ENV_VAR, save_safetensors
 
@@ -150,7 +150,7 @@ def _isolate(tmp_path, monkeypatch, bundled: bool):
 
 def test_auto_falls_back_to_bundled_and_says_so(tmp_path, monkeypatch, caplog):
     _isolate(tmp_path, monkeypatch, bundled=True)
-    monkeypatch.setattr(_holder, "_ANNOUNCED", set())
+    monkeypatch.setattr(weights, "_ANNOUNCED", set())
     with caplog.at_level(logging.INFO, logger="ifqa_loss"):
         crit = IFQALoss()
         IFQAMetric(device="cpu")

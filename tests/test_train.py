@@ -26,6 +26,7 @@ import yaml
 from ifqa_loss.masks import face_region_masks, template_landmarks
 from ifqa_loss.models.base import Discriminator
 from ifqa_loss.models.cnn import IFQACNN
+from ifqa_loss.regions import RegionWeights
 from ifqa_loss.train import degradations as D
 from ifqa_loss.train.config import (
     DegradationConfig,
@@ -34,7 +35,7 @@ from ifqa_loss.train.config import (
     load_config,
 )
 from ifqa_loss.train.data import FaceStream, load_face, shard_index, split_faces
-from ifqa_loss.train.fpr import mix, region_weight_map, swap_masks, weighted_bce
+from ifqa_loss.train.fpr import mix, swap_masks, weighted_bce
 from ifqa_loss.train.generator import RestorationGenerator
 from ifqa_loss.train.trainer import (
     SimulatedCrash,
@@ -277,7 +278,10 @@ def test_swap_labels_follow_the_swapped_regions():
 
 def test_region_weights_and_weighted_bce():
     lm = template_landmarks(64, 1)
-    w = region_weight_map(lm, 64, {"eyes": 2.0, "mouth": 2.0, "nose": 1.0})
+    # The trainer's weights (one rule with the loss's): 3 in the eyes and mouth, 2 on the nose.
+    w = RegionWeights({"eyes": 3.0, "mouth": 3.0, "nose": 2.0}).from_landmarks(
+        lm, (64, 64), 64, finite=True
+    )
     x, y = (int(v) for v in lm[0, 0].round())
     assert w[0, 0, y, x] == pytest.approx(3.0, abs=0.05)
     assert w[0, 0, 0, 0] == pytest.approx(1.0, abs=1e-3)

@@ -101,35 +101,12 @@ def install_torchvision_shim() -> bool:
     return True
 
 
-def _warn_range_once(owner: nn.Module, x: torch.Tensor, input_range: Sequence[float]) -> None:
-    """On the first call only, warn when ``x`` lies far outside ``input_range``.
-
-    Generator outputs are unbounded and overshoot early in training, so the core loss's range
-    error (``check_inputs``) would stop a run; a wrong ``input_range`` is still worth a warning.
-    """
-    if getattr(owner, "_range_checked", False):
-        return
-    owner._range_checked = True
-    lo, hi = float(input_range[0]), float(input_range[1])
-    vmin, vmax = (float(v) for v in torch.aminmax(x.detach().float()))
-    if lo >= 0 and vmin < lo - 0.5 * (hi - lo):
-        log.warning(
-            "ifqa_loss: %s got values in [%.3g, %.3g] with input_range (%g, %g); "
-            "GFPGAN/CodeFormer tensors need input_range: [-1, 1]",
-            type(owner).__name__,
-            vmin,
-            vmax,
-            lo,
-            hi,
-        )
-    elif vmax > hi + 50 * (hi - lo):
-        log.warning(
-            "ifqa_loss: %s got values up to %.3g with input_range (%g, %g); images in [0, 255]?",
-            type(owner).__name__,
-            vmax,
-            lo,
-            hi,
-        )
+def _log_report(message: str) -> None:
+    """Where the wrappers' input problems go: BasicSR's log (a run never stops for them)."""
+    hint = ""
+    if "another convention" in message:
+        hint = " (in the YAML: input_range: [-1, 1] for GFPGAN/CodeFormer tensors)"
+    log.warning("ifqa_loss: %s%s", message, hint)
 
 
 class _LogsTerms:
@@ -150,10 +127,11 @@ class _LogsTerms:
         return dict(self.last_terms)
 
 
-class IFQALoss(_LogsTerms, _CoreIFQALoss):
-    """:class:`ifqa_loss.IFQALoss` with BasicSR's constructor; returns one tensor.
+class BasicSRIFQALoss(_LogsTerms, _CoreIFQALoss):
+    """:class:`ifqa_loss.IFQALoss` with BasicSR's constructor (YAML ``type: IFQALoss``).
 
     ``build_loss`` passes every YAML key to the constructor, so exactly these keys are accepted.
+    Returns one tensor.
 
     Args:
         loss_weight: multiplier of the loss.
@@ -164,9 +142,10 @@ class IFQALoss(_LogsTerms, _CoreIFQALoss):
         form: ``one_minus``, ``softplus``, or the full-reference ``features``/``map``, which
             compare with the ground truth BasicSR passes (see :class:`ifqa_loss.IFQALoss`).
         region_weights: e.g. ``{eyes: 2, nose: 1.5, mouth: 2}`` on the FFHQ-aligned template.
-        check_inputs: the core loss's NaN/Inf and range errors (on its first call and every
-            100th after it). Off by default here: an error would stop the run; the first call
-            logs a warning instead when ``input_range`` looks wrong.
+        check_inputs: ``warn`` (default): bad values (NaN/Inf, another convention than
+            ``input_range``) are logged once and the run goes on; ``true``: they raise, as in
+            the core loss; ``false``: values are not checked
+            (:class:`~ifqa_loss.preprocess.InputCheck`).
 
     Logged term: ``l_ifqa`` (the weighted value returned).
     """
@@ -180,7 +159,7 @@ class IFQALoss(_LogsTerms, _CoreIFQALoss):
         input_range: Sequence[float] = (0.0, 1.0),
         form: str = "one_minus",
         region_weights: Mapping[str, float] | None = None,
-        check_inputs: bool = False,
+        check_inputs: bool | str = "warn",
     ) -> None:
         super().__init__(
             model,
@@ -192,6 +171,7 @@ class IFQALoss(_LogsTerms, _CoreIFQALoss):
             loss_weight=loss_weight,
             check_inputs=check_inputs,
         )
+        self.input_check.report = _log_report
 
     def forward(
         self,
@@ -202,17 +182,16 @@ class IFQALoss(_LogsTerms, _CoreIFQALoss):
     ) -> torch.Tensor:
         """``loss(output, gt)``: ``gt`` is used by the full-reference forms only; see
         :meth:`ifqa_loss.IFQALoss.forward`."""
-        _warn_range_once(self, pred, self.input_range)
         out = super().forward(pred, target, weight, **kwargs)
         self._record({"l_ifqa": out})
         return out
 
 
-class IFQAPerceptualLoss(IFQALoss):
-    """:class:`IFQALoss` for the perceptual slot of SRModel/GFPGAN: returns ``(loss, None)``.
+class IFQAPerceptualLoss(BasicSRIFQALoss):
+    """:class:`BasicSRIFQALoss` for the perceptual slot of SRModel/GFPGAN: returns ``(loss, None)``.
 
     Those models call ``l_percep, l_style = self.cri_perceptual(output, gt)``; ``None`` tells
-    them there is no style term. Same YAML keys as ``IFQALoss``, but ``form`` defaults to
+    them there is no style term. Same YAML keys as ``type: IFQALoss``, but ``form`` defaults to
     ``features`` (the discriminator's features of the output matched to the ground truth's,
     as a VGG perceptual loss is used): ``ifqa audit`` finds the no-reference ``one_minus``
     gamed with the bundled model and ``features`` not (docs/audit.md).
@@ -250,7 +229,8 @@ class PixelIFQALoss(_LogsTerms, nn.Module):
         form: default ``features`` (matches the discriminator's features of ``gt``): the
             no-reference forms of the bundled model are gamed when trained against (``ifqa
             audit``).
-        model, weights, input_range, region_weights, check_inputs: as in :class:`IFQALoss`.
+        model, weights, input_range, region_weights, check_inputs: as in
+            :class:`BasicSRIFQALoss`.
 
     ``forward(pred, target, weight=None, **kwargs)``: BasicSR's element-wise ``weight`` goes to
     the pixel term; ``landmarks=``/``masks=`` go to the IFQA term.
@@ -272,7 +252,7 @@ class PixelIFQALoss(_LogsTerms, nn.Module):
         input_range: Sequence[float] = (0.0, 1.0),
         form: str = "features",
         region_weights: Mapping[str, float] | None = None,
-        check_inputs: bool = False,
+        check_inputs: bool | str = "warn",
     ) -> None:
         super().__init__()
         if reduction not in ("mean", "sum"):
@@ -308,6 +288,7 @@ class PixelIFQALoss(_LogsTerms, nn.Module):
             loss_weight=self.ifqa_weight,
             check_inputs=check_inputs,
         )
+        self.ifqa.input_check.report = _log_report
 
     @property
     def model_name(self) -> str:
@@ -328,15 +309,15 @@ class PixelIFQALoss(_LogsTerms, nn.Module):
     ) -> torch.Tensor:
         if target is None:
             raise ValueError("PixelIFQALoss needs the target for its pixel term: loss(pred, gt)")
-        _warn_range_once(self, pred, self.ifqa.input_range)
         pix = self.pixel(pred, target, weight=weight) * self.loss_weight
         q = self.ifqa(pred, target, **kwargs) * self.loss_weight
         self._record({self.pixel_name: pix, "l_ifqa": q})
         return pix + q
 
 
+# YAML type name -> class (BasicSR registers by name; the core loss keeps the name IFQALoss).
 _LOSSES = {
-    "IFQALoss": IFQALoss,
+    "IFQALoss": BasicSRIFQALoss,
     "PixelIFQALoss": PixelIFQALoss,
     "IFQAPerceptualLoss": IFQAPerceptualLoss,
     "IFQAGANLoss": IFQAGANLoss,
@@ -519,7 +500,7 @@ def register(patch_log: bool = True) -> dict[str, list[str]]:
             if _registered(registry, name):
                 _warn_if_foreign(registry, name)
                 continue
-            registry.register(cls)
+            _register_as(registry, name, cls)
             added[key].append(name)
     if _registered(METRIC_REGISTRY, "calculate_ifqa"):
         _warn_if_foreign(METRIC_REGISTRY, "calculate_ifqa")
@@ -531,6 +512,14 @@ def register(patch_log: bool = True) -> dict[str, list[str]]:
     patch_optimizer_betas()
     patch_jpeg_quality()
     return added
+
+
+def _register_as(registry: Any, name: str, obj: object) -> None:
+    """Register ``obj`` under ``name`` (BasicSR's ``register`` takes the object's own name)."""
+    if getattr(obj, "__name__", None) == name:
+        registry.register(obj)
+    else:
+        registry._do_register(name, obj)
 
 
 def _warn_if_foreign(registry: Any, name: str) -> None:

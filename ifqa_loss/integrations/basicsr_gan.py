@@ -28,19 +28,17 @@ Example (SRGANModel / RealESRGANModel; GFPGAN: ``input_range: [-1, 1]``)::
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..loss import region_weight_map, weighted_mean
-from ..masks import REGIONS, face_region_masks
 from ..models.cnn import IFQACNN
 from ..models.registry import ModelConfig, get_model_config
 from ..preprocess import check_range, to_model_input
-from ..weights import load_discriminator
+from ..regions import RegionWeights, weighted_mean
+from ..weights import load_into
 
 GAN_TYPES = ("vanilla", "wgan_softplus", "hinge")
 # The five stride-2 levels of the IFQA U-Net: H and W must divide by 2**5 at the image's size.
@@ -117,9 +115,7 @@ class IFQADiscriminator(IFQACNN):
         self.resize_to_native = bool(resize_to_native)
         self.pretrained = bool(pretrained)
         if self.pretrained:
-            src = load_discriminator(cfg.name, weights=weights)
-            self.load_state_dict(src.state_dict())
-            self.weights_origin = src.weights_origin
+            load_into(self, weights, name=cfg.name)
         elif weights is not None:
             raise ValueError(
                 f"weights={weights!r} with pretrained: false; give weights only with "
@@ -151,12 +147,7 @@ class IFQADiscriminator(IFQACNN):
                 f"norms need more than one value at the 1/32 level), got {h}x{w}; crop the "
                 "training patches (gt_size) accordingly or set resize_to_native: true"
             )
-        lo, hi = self.input_range
-        mean, std = self.config.mean, self.config.std
-        x = (x - lo) / (hi - lo)
-        if len(set(mean)) == 1 and len(set(std)) == 1:
-            return (x - mean[0]) / std[0]
-        return torch.stack([(x[:, c] - mean[c]) / std[c] for c in range(3)], 1)
+        return to_model_input(x, self.config, self.input_range, resize=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel logits, (B, 1, H, W); see the class docstring."""
@@ -177,7 +168,7 @@ class IFQAGANLoss(nn.Module):
     ``softplus(-x)`` for "real" (the generator's non-saturating term) and ``softplus(x)`` for
     "fake". Each image's map is averaged under the region weight map (the FFHQ-template masks
     of ``ifqa_loss.masks.face_region_masks`` drawn at h x w, combined by
-    ``ifqa_loss.loss.region_weight_map``), then the batch is averaged. The generator's value
+    ``ifqa_loss.regions.region_weight_map``), then the batch is averaged. The generator's value
     (``is_disc=False``) is multiplied by ``loss_weight``; the discriminator's is not, as in
     BasicSR's ``GANLoss``. Region weights apply to both sides.
 
@@ -217,24 +208,17 @@ class IFQAGANLoss(nn.Module):
         self.real_label_val = float(real_label_val)
         self.fake_label_val = float(fake_label_val)
         self.loss_weight = float(loss_weight)
-        regions = dict(region_weights or {})
-        unknown = [k for k in regions if k not in REGIONS]
-        if unknown:
-            raise ValueError(f"unknown regions {unknown} in region_weights; known: {REGIONS}")
-        if any(float(v) < 0 for v in regions.values()):
-            raise ValueError(f"region_weights must be >= 0, got {regions}")
-        self.region_names = tuple(regions)
-        self.region_values = tuple(float(v) for v in regions.values())
+        self.regions = RegionWeights(dict(region_weights) if region_weights else None)
 
     def extra_repr(self) -> str:
-        regions = dict(zip(self.region_names, self.region_values, strict=True)) or None
-        return f"gan_type={self.gan_type!r}, loss_weight={self.loss_weight}, regions={regions}"
+        return (
+            f"gan_type={self.gan_type!r}, loss_weight={self.loss_weight}, "
+            f"regions={self.regions.as_dict()}"
+        )
 
     def weight_map(self, h: int, w: int, device: torch.device) -> torch.Tensor | None:
         """The (1, 1, h, w) region weight map on the FFHQ template, or None (uniform)."""
-        if not self.region_names:
-            return None
-        return _template_weight_map(h, w, str(device), self.region_names, self.region_values)
+        return self.regions.template((h, w), device)
 
     def per_pixel(self, pred: torch.Tensor, target_is_real: bool, is_disc: bool) -> torch.Tensor:
         """The unweighted per-pixel loss, same shape as ``pred`` (float32)."""
@@ -256,7 +240,7 @@ class IFQAGANLoss(nn.Module):
         self, pred: torch.Tensor, target_is_real: bool, is_disc: bool = False
     ) -> torch.Tensor:
         loss_map = self.per_pixel(pred, bool(target_is_real), bool(is_disc))
-        if self.region_names:
+        if self.regions:
             if pred.dim() != 4 or pred.shape[1] != 1:
                 raise ValueError(
                     f"region_weights need per-pixel logits (B, 1, h, w), got {tuple(pred.shape)}"
@@ -267,14 +251,6 @@ class IFQAGANLoss(nn.Module):
         else:
             loss = loss_map.mean()
         return loss if is_disc else loss * self.loss_weight
-
-
-@functools.lru_cache(maxsize=32)
-def _template_weight_map(
-    h: int, w: int, device: str, names: tuple[str, ...], values: tuple[float, ...]
-) -> torch.Tensor:
-    masks = face_region_masks(None, (h, w), names, device=device)
-    return region_weight_map(masks, values)
 
 
 # ----------------------------------------------------------------------------- GFPGAN's R1

@@ -60,7 +60,12 @@ class IFQAScore(Metric):
     ) -> None:
         super().__init__(**kwargs)
         self.scorer = IFQAMetric(
-            model, weights, device, amp=amp, batch_size=batch_size, input_range=input_range
+            model,
+            weights,
+            device=device,
+            amp=amp,
+            batch_size=batch_size,
+            input_range=input_range,
         )
         self.regions = bool(regions)
         self.add_state(

@@ -2,13 +2,7 @@
 
 from .base import Discriminator
 from .cnn import IFQACNN
-from .registry import (
-    ModelConfig,
-    create_model,
-    get_model_config,
-    list_models,
-    register_model,
-)
+from .registry import ModelConfig, get_model_config, list_models, register_model
 from .vit import IFQAViT
 
 __all__ = [
@@ -16,7 +10,6 @@ __all__ = [
     "Discriminator",
     "IFQAViT",
     "ModelConfig",
-    "create_model",
     "get_model_config",
     "list_models",
     "register_model",

@@ -81,11 +81,6 @@ def list_models() -> list[ModelConfig]:
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
-def create_model(name: str) -> Discriminator:
-    """Build the named architecture with fresh (untrained) parameters."""
-    return get_model_config(name).build()
-
-
 register_model(
     ModelConfig(
         name="ifqa",

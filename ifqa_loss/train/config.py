@@ -163,8 +163,9 @@ class DegradationConfig:
 class LossConfig:
     """Loss weights.
 
-    ``region_weights``: per-pixel weight ``1 + sum_r w_r * mask_r`` on every BCE and on the
-    reconstruction loss (facial primary regions count more). ``mix_fraction``: share of the batch
+    ``region_weights``: the per-pixel weight inside each region (1 outside), on every BCE and
+    on the reconstruction loss, by the rule of :mod:`ifqa_loss.regions` (facial primary regions
+    count more). ``mix_fraction``: share of the batch
     that also yields a region-swapped (CutMix) sample; ``mix_regions`` are swapped as a random
     non-empty subset, binarised at ``mix_threshold``. ``fake_degraded_fraction``: share of the
     fake samples that are the degraded input itself rather than the generator's output (our
@@ -174,7 +175,7 @@ class LossConfig:
     recon_weight: float = 1.0
     adv_weight: float = 0.05
     region_weights: dict[str, float] = field(
-        default_factory=lambda: {"eyes": 2.0, "nose": 1.0, "mouth": 2.0}
+        default_factory=lambda: {"eyes": 3.0, "nose": 2.0, "mouth": 3.0}
     )
     mix_fraction: float = 0.5
     mix_weight: float = 1.0

@@ -6,12 +6,12 @@ image where the per-pixel target equals the mixing mask. Our choices: the mixed 
 eyes, nose and mouth masks of :func:`ifqa_loss.masks.face_region_masks` (a random non-empty
 subset, binarised at a threshold), placed on jittered template landmarks; the swap goes either
 way (fake regions on a real face or real regions on a fake face, 50/50); every per-pixel BCE is
-weighted by ``1 + sum_r w_r * mask_r``.
+weighted by the region weights of :mod:`ifqa_loss.regions` (the loss's rule).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,18 +37,6 @@ def jittered_landmarks(
     scale = 1.0 + jitter * u[:, 2].view(batch, 1, 1)
     shift = (jitter * size) * u[:, :2].view(batch, 1, 2)
     return (lm - centre) * scale + centre + shift
-
-
-def region_weight_map(
-    landmarks: torch.Tensor, size: int, weights: Mapping[str, float]
-) -> torch.Tensor:
-    """Per-pixel loss weights ``1 + sum_r w_r * mask_r``, (B, 1, size, size)."""
-    names = [r for r, w in weights.items() if w]
-    if not names:
-        return torch.ones(landmarks.shape[0], 1, size, size, dtype=landmarks.dtype)
-    m = face_region_masks(landmarks, size, names)
-    w = torch.tensor([weights[r] for r in names], dtype=m.dtype).view(1, -1, 1, 1)
-    return 1.0 + (m * w).sum(1, keepdim=True)
 
 
 def swap_masks(

@@ -317,10 +317,9 @@ def summarise(gate: FaceGate, pool: Pool) -> dict:
 
 def export_gate(gate: FaceGate, path: str | os.PathLike, cfg: GateConfig) -> Path:
     """Write the gate as safetensors (its width and recipe in the header)."""
-    from ..weights import save_safetensors
+    from ..weights import export_face_gate
 
-    meta = {"ifqa_face_gate": "1", "width": str(cfg.width), "recipe": json.dumps(asdict(cfg))}
-    return save_safetensors(gate.state_dict(), path, meta)
+    return export_face_gate(gate, path, {"recipe": json.dumps(asdict(cfg))})
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

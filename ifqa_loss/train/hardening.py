@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import torch
 
-from ..loss import weighted_mean
 from ..models.cnn import IFQACNN
+from ..regions import weighted_mean
 
 
 def adversarial_fakes(

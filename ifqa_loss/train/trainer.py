@@ -42,10 +42,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .. import weights
 from .._io import atomic_write, atomic_write_text, strict_json
 from ..models.cnn import IFQACNN
 from ..models.registry import list_models
-from ..weights import find_weights, read_state_dict, save_safetensors
+from ..regions import RegionWeights
+from ..weights import find_weights
 from .config import TrainConfig
 from .data import FaceStream, StreamSampler, list_images, load_faces_uint8, split_faces
 from .degenerate import load_photo
@@ -56,7 +58,6 @@ from .fpr import (
     paired_rank_loss,
     pixel_accuracy,
     region_rank_loss,
-    region_weight_map,
     swap_masks,
     visibility,
     weighted_bce,
@@ -231,10 +232,9 @@ def build_models(cfg: TrainConfig) -> tuple[IFQACNN, RestorationGenerator]:
 
 
 def export_discriminator(d: IFQACNN, path: str | os.PathLike, dtype: str = "float32") -> Path:
-    """Write the discriminator's state dict as safetensors (``float16`` halves the file)."""
+    """Write the discriminator as safetensors, its model named (``float16`` halves the file)."""
     tdt = torch.float16 if dtype == "float16" else torch.float32
-    sd = {k: v.detach().to("cpu", tdt).contiguous() for k, v in d.state_dict().items()}
-    return save_safetensors(sd, path)
+    return weights.export_discriminator(d, path, dtype=tdt)
 
 
 def train(
@@ -442,9 +442,7 @@ def init_weights(d: IFQACNN, spec: str) -> None:
         raise FileNotFoundError(
             f"model.init {spec!r}: no such file, and not a registered model ({sorted(names)})"
         )
-    sd = read_state_dict(path)
-    own = d.state_dict()
-    d.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()})
+    weights.load_into(d, path)
     log.info("discriminator initialised from %s", path)
 
 
@@ -597,7 +595,8 @@ def _make_batch(
     deg = batch["degraded"].to(dev, non_blocking=True)
     n_mix = round(bsz * lcfg.mix_fraction) if step >= round(cfg.run.steps * lcfg.mix_start) else 0
     lm = jittered_landmarks(bsz, size, lcfg.landmark_jitter, gen)
-    wmap = region_weight_map(lm, size, lcfg.region_weights).to(dev)
+    wmap = RegionWeights(lcfg.region_weights).from_landmarks(lm, (size, size), size, finite=False)
+    wmap = wmap.to(dev)
     _, target = swap_masks(
         lm[:n_mix], size, lcfg.mix_regions, lcfg.mix_threshold, lcfg.mix_softness, gen
     )
