@@ -69,6 +69,7 @@ from ifqa_loss.audit.judges import resolve as resolve_judges
 from ifqa_loss.audit.measures import measure, quantize_t
 from ifqa_loss.audit.restorer import UNetRestorer
 from ifqa_loss.balance import adaptive_gan_weight
+from ifqa_loss.regions import FPR_WEIGHTS
 from ifqa_loss.train.ema import ema_update
 from ifqa_loss.train.validation import degrade
 from ifqa_loss.weights import find_weights
@@ -211,7 +212,7 @@ def make_term(run: Run, weights: Path, d_lr: float = 1e-4) -> IFQAAdversarialLos
     ``d_lr``."""
     if run.branch == "l1":
         return None
-    kw = {"resize": False, "lr": d_lr}
+    kw = {"resize": False, "lr": d_lr, "region_weights": FPR_WEIGHTS}
     if run.branch == "features":
         return IFQAAdversarialLoss(
             "ifqa-lite", weights, loss_weight=0.0, feature_weight=run.weight, **kw
