@@ -54,9 +54,47 @@ def adaptive_gan_weight(
         gan_loss: the restorer's GAN term at weight 1, a 0-dim tensor.
         last_layer: a parameter of the restorer's last layer (its weight).
         scale: the GAN gradient's size relative to the reconstruction's (CodeFormer: 0.1 beside
-            L1 + perceptual; the restorer study measured what ``IFQAAdversarialLoss``'s default
-            weight amounts to: see docs/adversarial.md).
+            L1 + perceptual; what ``IFQAAdversarialLoss``'s default weight amounts to:
+            docs/adversarial.md).
         max_weight: the largest weight returned.
+
+    Returns:
+        a 0-dim tensor without gradient, on ``gan_loss``'s device.
+
+    Raises:
+        ValueError: ``scale`` or ``max_weight`` is not positive, a loss is not a 0-dim tensor
+            with a gradient, or ``last_layer`` is not a parameter that both losses depend on.
+
+    Example:
+        A one-layer restorer, L1 and a non-saturating GAN term from the bundled ``ifqa-lite``:
+
+        >>> import torch.nn.functional as F
+        >>> from ifqa_loss import load_discriminator
+        >>> d = load_discriminator("ifqa-lite")
+        >>> _ = torch.manual_seed(0)
+        >>> restorer = torch.nn.Conv2d(3, 3, 3, padding=1)
+        >>> lq, gt = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+        >>> out = restorer(lq)
+        >>> l1 = F.l1_loss(out, gt)
+        >>> g = F.softplus(-d.forward_logits(out * 2 - 1)).mean()
+        >>> w = adaptive_gan_weight(l1, g, restorer.weight, scale=0.5)
+        >>> w.shape, w.requires_grad
+        (torch.Size([]), False)
+
+        The GAN term's gradient then has half the L1 gradient's norm, whatever its own size:
+
+        >>> def grad_norm(loss):
+        ...     return torch.autograd.grad(loss, restorer.weight, retain_graph=True)[0].norm()
+        >>> torch.isclose(grad_norm(w * g), 0.5 * grad_norm(l1), rtol=1e-3).item()
+        True
+        >>> w10 = adaptive_gan_weight(l1, 10 * g, restorer.weight, scale=0.5)
+        >>> torch.isclose(10 * w10, w, rtol=1e-3).item()
+        True
+        >>> (l1 + w * g).backward()                    # both graphs were kept
+        >>> adaptive_gan_weight(l1, g, restorer.weight, scale=0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: scale and max_weight must be > 0, got 0.0 and 10000.0
     """
     if not scale > 0 or not max_weight > 0:
         raise ValueError(f"scale and max_weight must be > 0, got {scale} and {max_weight}")

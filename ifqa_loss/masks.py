@@ -95,6 +95,21 @@ def check_landmarks(landmarks: torch.Tensor, *, finite: bool = True) -> None:
 
     The shape and dtype checks read metadata only; ``finite`` also refuses NaN/Inf values,
     which reads a value back from the device (one synchronisation).
+
+    Raises:
+        TypeError: not a tensor, or not a floating-point one.
+        ValueError: another shape (the message says how to add a missing batch dim), or NaN/Inf.
+
+    Example:
+        >>> check_landmarks(torch.zeros(2, 68, 2))           # fine: returns None
+        >>> check_landmarks(torch.zeros(5, 2))
+        Traceback (most recent call last):
+        ...
+        ValueError: landmarks need a batch dim, got (5, 2); use landmarks.unsqueeze(0)
+        >>> check_landmarks(torch.full((1, 5, 2), float("nan")))
+        Traceback (most recent call last):
+        ...
+        ValueError: landmarks contain NaN or Inf values
     """
     if not isinstance(landmarks, torch.Tensor):
         raise TypeError(f"landmarks must be a torch.Tensor or None, got {type(landmarks).__name__}")
@@ -145,6 +160,8 @@ def template_landmarks(
     Example:
         >>> template_landmarks(256).shape
         torch.Size([1, 5, 2])
+        >>> template_landmarks((128, 64), batch_size=3)[0].round().tolist()  # (H, W) = (128, 64)
+        [[24.0, 60.0], [40.0, 60.0], [32.0, 79.0], [25.0, 93.0], [39.0, 93.0]]
     """
     h, w = _parse_size(size)
     if batch_size < 1:
@@ -289,6 +306,24 @@ def face_region_masks(
         >>> lm = template_landmarks(256, batch_size=2)
         >>> face_region_masks(lm, 256, ("eyes", "rest")).shape
         torch.Size([2, 2, 256, 256])
+
+        Each bump is 1 at its landmark (pixel ``(i, j)`` is ``x = j, y = i``) and the masks are
+        differentiable with respect to the landmarks:
+
+        >>> lm = torch.tensor([[[20.0, 24.0], [44.0, 24.0], [32.0, 36.0], [22.0, 46.0],
+        ...                     [42.0, 46.0]]], requires_grad=True)
+        >>> m = face_region_masks(lm, 64, ("eyes", "mouth", "rest"))
+        >>> m[0, 0, 24, 20].item(), m[0, 0, 24, 44].item(), m[0, 1, 46, 32].item()
+        (1.0, 1.0, 1.0)
+        >>> m[0, 2, 24, 20].item(), bool(m[0, :, 0, 0].max() < 1e-6)  # rest: not on an eye
+        (0.0, True)
+        >>> m.sum().backward()
+        >>> lm.grad.shape
+        torch.Size([1, 5, 2])
+        >>> face_region_masks(None, 64, ("lips",))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown region name(s) ['lips']; accepted names: ('left_eye', 'right_eye', ...)
     """
     h, w = _parse_size(size)
     names = _check_regions(regions)
@@ -331,8 +366,24 @@ class FaceRegionMasks(nn.Module):
 
     Example:
         >>> masks = FaceRegionMasks(128, ("eyes", "mouth"))
+        >>> masks
+        FaceRegionMasks(size=(128, 128), regions=('eyes', 'mouth'), softness=1.0)
         >>> masks(batch_size=3).shape
         torch.Size([3, 2, 128, 128])
+        >>> masks(template_landmarks(128, batch_size=2)).shape    # landmarks in 128 px
+        torch.Size([2, 2, 128, 128])
+
+        The mean realness of each region, from the bundled ``ifqa-lite``'s map:
+
+        >>> from ifqa_loss import load_discriminator
+        >>> d = load_discriminator("ifqa-lite")
+        >>> _ = torch.manual_seed(0)
+        >>> faces = torch.rand(2, 3, 64, 64)                      # RGB in [0, 1]
+        >>> realness = d(faces * 2 - 1)                           # (2, 1, 64, 64)
+        >>> m = FaceRegionMasks(64, ("eyes", "mouth"))(batch_size=2)
+        >>> per_region = (realness * m).sum((-2, -1)) / m.sum((-2, -1))
+        >>> per_region.shape, bool(((per_region > 0) & (per_region < 1)).all())
+        (torch.Size([2, 2]), True)
     """
 
     def __init__(

@@ -35,7 +35,13 @@ def faces_dir() -> Path:
 
 
 def formula_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The deterministic weights of docs/golden-values.md, in the network's key order."""
+    """Deterministic weights from a formula, in the network's key order.
+
+    Each tensor's values are a sine hash of the value's index and the tensor's position; biases
+    are small, 1-D tensors (norm scales) near 1, and kernels uniform with fan-in scaling. The
+    golden values in tests/test_models.py are the original IFQA release's networks' outputs
+    with these weights on :func:`golden_input`.
+    """
     out = {}
     for k, (name, t) in enumerate(net.state_dict().items()):
         n = t.numel()

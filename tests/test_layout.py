@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "ifqa_loss"
-# The base knows nothing of what is built on it (docs: design, "One direction of imports").
+# The base (networks, weights, preprocessing, masks, pictures, result files) knows nothing of
+# what is built on it (the losses, the metric, the commands, training, integrations, the audit).
 BASE = ("models", "weights", "preprocess", "masks", "_io", "heatmap")
 ABOVE = ("loss", "metric", "adversarial", "scoring", "report", "cli", "train", "integrations")
 ABOVE += ("audit",)

@@ -10,7 +10,8 @@ from ifqa_loss import get_model_config, list_models
 from ifqa_loss.models import IFQACNN, IFQAViT
 from ifqa_loss.models.vit import Block, sincos_pos_embed
 
-# docs/golden-values.md: mean, unbiased std, (0,0), (64,200), centre, last pixel, file score.
+# The original IFQA release's networks with conftest.formula_state_dict's weights on
+# conftest.golden_input: mean, unbiased std, (0,0), (64,200), centre, last pixel, file score.
 GOLDEN = {
     "ifqa": (0.5476415, 0.1273209, 0.4192961, 0.6149567, 0.1899155, 0.4671662, 0.5968871),
     "ifqa++": (0.4970891, 0.2093015, 0.5043375, 0.4135463, 0.4996650, 0.5547084, 0.5221279),

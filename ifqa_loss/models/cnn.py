@@ -24,6 +24,22 @@ def pooled_conv_weight(w: torch.Tensor) -> torch.Tensor:
     ``avg_pool2d(conv2d(x, w, padding=1), 2) == conv2d(x, pooled_conv_weight(w), stride=2,
     padding=1)``: 16 taps per output on a quarter of the pixels, instead of 9 taps on all of them
     (2.25x fewer multiply-adds), and the full-size result is never materialised.
+
+    Args:
+        w: a ``(Cout, Cin, 3, 3)`` kernel.
+
+    Returns:
+        the ``(Cout, Cin, 4, 4)`` kernel of the convolution and pooling together.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> x, w = torch.randn(1, 3, 16, 16), torch.randn(5, 3, 3, 3)
+        >>> k = pooled_conv_weight(w)
+        >>> k.shape
+        torch.Size([5, 3, 4, 4])
+        >>> slow = F.avg_pool2d(F.conv2d(x, w, padding=1), 2)
+        >>> torch.allclose(F.conv2d(x, k, stride=2, padding=1), slow, atol=1e-5)
+        True
     """
     k = w.new_zeros(*w.shape[:2], 4, 4)
     for s in (0, 1):
@@ -42,6 +58,10 @@ def upsampled_conv_weight(w: torch.Tensor) -> torch.Tensor:
 
     Returns a ``(4*Cout, Cin, 2, 2)`` kernel whose output channel ``4*c + 2*a + b`` gives output
     pixels ``(2i+a, 2j+b)`` of channel ``c`` (see :func:`upsampled_conv`).
+
+    Example:
+        >>> upsampled_conv_weight(torch.randn(5, 3, 3, 3)).shape
+        torch.Size([20, 3, 2, 2])
     """
     a = _PHASE_ROWS.to(w)
     k = torch.einsum("pri,ocij,qsj->opqcrs", a, w, a)  # (Cout, 2, 2, Cin, 2, 2)
@@ -73,6 +93,19 @@ def upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 
     Evaluated at the input's resolution with 2x2 phase kernels: 4 taps per output pixel instead
     of 9 (2.25x fewer multiply-adds), and the upsampled input is never materialised.
+
+    Shape:
+        - x: :math:`(B, C_{in}, H, W)`
+        - output: :math:`(B, C_{out}, 2H, 2W)`
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> conv, x = nn.Conv2d(3, 5, 3, 1, 1), torch.randn(2, 3, 8, 8)
+        >>> with torch.no_grad():
+        ...     slow = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        ...     fast = upsampled_conv(x, conv)
+        >>> fast.shape, torch.allclose(fast, slow, atol=1e-5)
+        (torch.Size([2, 5, 16, 16]), True)
     """
     b, _, h, w = x.shape
     cout = conv.out_channels
@@ -148,6 +181,15 @@ class ResBlk(nn.Module):
     residual = conv2(act(norm2(pool(conv1(act(norm1(x)))))))
     shortcut = pool(conv1x1(x))   (conv1x1 only when the channel count changes)
     out = (shortcut + residual) / sqrt(2)
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> blk, x = ResBlk(4, 8, downsample=True), torch.randn(2, 4, 64, 64)
+        >>> with torch.no_grad():
+        ...     y = blk(x)
+        ...     same = torch.allclose(blk.forward_fast(x), y, atol=1e-5)
+        >>> y.shape, same
+        (torch.Size([2, 8, 32, 32]), True)
     """
 
     def __init__(self, cin: int, cout: int, downsample: bool = False) -> None:
@@ -197,6 +239,15 @@ class UpResBlk(nn.Module):
 
     residual = conv2(act(norm2(conv1(up(act(norm1(x)))))))
     shortcut = conv1x1(up(x))   (conv1x1 only when the channel count changes)
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> blk, x = UpResBlk(8, 4), torch.randn(2, 8, 16, 16)
+        >>> with torch.no_grad():
+        ...     y = blk(x)
+        ...     same = torch.allclose(blk.forward_fast(x), y, atol=1e-5)
+        >>> y.shape, same
+        (torch.Size([2, 4, 32, 32]), True)
     """
 
     def __init__(self, cin: int, cout: int) -> None:
@@ -240,8 +291,38 @@ class IFQACNN(Discriminator):
     """The original IFQA discriminator (``ifqa``): (B,3,256,256) in [-1,1] -> (B,1,256,256).
 
     Args:
-        width: channel multiplier; 1.0 is the published architecture (105.2 M parameters).
+        width: channel multiplier; 1.0 is the published architecture (105.2 M parameters),
+            0.25 the bundled ``ifqa-lite`` (6.6 M). Every channel count is at least 4.
         native_size: the input size the network was trained at (a multiple of 32).
+
+    Raises:
+        ValueError: ``native_size`` is not a multiple of 32.
+
+    Shape:
+        - input: :math:`(B, 3, H, W)` in [-1, 1], ``H`` and ``W`` multiples of 32
+        - output: :math:`(B, 1, H, W)` realness in [0, 1]
+
+    Example:
+        A small untrained network (the bundled ``ifqa-lite`` is ``width=0.25``; load trained
+        weights with :func:`ifqa_loss.load_discriminator`):
+
+        >>> net = IFQACNN(width=0.0625, native_size=64)
+        >>> net.encoder128.conv1x1.out_channels, net.decoder16.conv2.out_channels
+        (4, 32)
+        >>> _ = torch.manual_seed(0)
+        >>> with torch.no_grad():
+        ...     net(torch.rand(2, 3, 64, 64) * 2 - 1).shape
+        torch.Size([2, 1, 64, 64])
+        >>> from ifqa_loss import load_discriminator
+        >>> lite = load_discriminator("ifqa-lite")                # the bundled weights
+        >>> type(lite).__name__, lite.width, lite.native_size
+        ('IFQACNN', 0.25, 256)
+        >>> round(sum(p.numel() for p in lite.parameters()) / 1e6, 1)
+        6.6
+        >>> IFQACNN(native_size=100)
+        Traceback (most recent call last):
+        ...
+        ValueError: native_size must be a multiple of 32, got 100
     """
 
     def __init__(self, width: float = 1.0, native_size: int = 256) -> None:
@@ -278,6 +359,16 @@ class IFQACNN(Discriminator):
         resolution. Same function, about a third fewer multiply-adds; results differ from the
         layer-by-layer path by float rounding only (``tests/test_fused.py``). A trainable network
         keeps the layer-by-layer path, the original's exact order of operations.
+
+        Example:
+            >>> from ifqa_loss import load_discriminator
+            >>> d = load_discriminator("ifqa-lite")          # the bundled model, frozen
+            >>> _ = torch.manual_seed(0)
+            >>> x = torch.rand(1, 3, 64, 64) * 2 - 1
+            >>> fused = d.forward_logits(x)
+            >>> d.fused = False                              # the layer-by-layer path
+            >>> torch.allclose(d.forward_logits(x), fused, atol=1e-4)
+            True
         """
         return self._levels(x)[1]
 
@@ -287,6 +378,14 @@ class IFQACNN(Discriminator):
         For feature matching (``IFQALoss(form="features")``); same path as
         :meth:`forward_logits`. The 1/32 encoder and 1/16 decoder levels (8x8 and 16x16 at
         256) are left out: they describe the whole face, not its detail.
+
+        Example:
+            >>> from ifqa_loss import load_discriminator
+            >>> d = load_discriminator("ifqa-lite")
+            >>> feats = d.forward_features(torch.zeros(1, 3, 64, 64))
+            >>> [tuple(f.shape[1:]) for f in feats]  # doctest: +NORMALIZE_WHITESPACE
+            [(16, 32, 32), (32, 16, 16), (64, 8, 8), (128, 4, 4),
+             (64, 8, 8), (32, 16, 16), (16, 32, 32)]
         """
         return list(self._levels(x)[0])
 

@@ -71,6 +71,16 @@ def sincos_pos_embed(dim: int, grid: int, cls_token: bool = True) -> np.ndarray:
 
     Half the channels encode the column, half the row; each half is [sin | cos] over
     ``dim/4`` frequencies ``1 / 10000**(i / (dim/4))``.
+
+    Raises:
+        ValueError: ``dim`` is not a multiple of 4.
+
+    Example:
+        >>> table = sincos_pos_embed(8, grid=3)
+        >>> table.shape, bool((table[0] == 0).all())      # 1 + 3*3 rows; class token first
+        ((10, 8), True)
+        >>> table[1].tolist()                            # position (0, 0): sin 0, cos 0
+        [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
     """
     if dim % 4:
         raise ValueError(f"position-embedding width must be a multiple of 4, got {dim}")
@@ -92,6 +102,33 @@ class IFQAViT(Discriminator):
 
     Defaults are the published ViT-H/14 (656.9 M parameters); smaller settings build the same
     structure for tests.
+
+    Args:
+        img_size: input side; a multiple of ``patch``.
+        patch: patch side; each token predicts the ``patch * patch`` pixels it covers.
+        dim, depth, heads: the encoder's width, block count and attention heads.
+        decoder_dim, decoder_depth, decoder_heads: the same for the decoder.
+        mlp_ratio: hidden width of each block's MLP, times the block's width.
+
+    Raises:
+        ValueError: ``img_size`` is not a multiple of ``patch``.
+
+    Shape:
+        - input: :math:`(B, 3, S, S)` in [-1, 1], ``S = img_size``
+        - output: :math:`(B, 1, S, S)` realness in [0, 1]
+
+    Example:
+        A tiny untrained configuration (the published weights load with
+        :func:`ifqa_loss.load_discriminator` ``("ifqa++")``):
+
+        >>> net = IFQAViT(img_size=28, patch=14, dim=32, depth=1, heads=2,
+        ...               decoder_dim=16, decoder_depth=1, decoder_heads=2)
+        >>> net.grid, net.decoder_pred.out_features         # 2x2 tokens of 14*14 pixels
+        (2, 196)
+        >>> _ = torch.manual_seed(0)
+        >>> with torch.no_grad():
+        ...     net(torch.rand(2, 3, 28, 28) * 2 - 1).shape
+        torch.Size([2, 1, 28, 28])
     """
 
     def __init__(
