@@ -22,7 +22,8 @@ gt = astronaut_face(128)  # (1, 3, 128, 128) in [0, 1]; use your (degraded, clea
 lq = F.interpolate(F.avg_pool2d(gt, 4), scale_factor=4, mode="bilinear")
 restorer = UNetRestorer()
 opt = torch.optim.Adam(restorer.parameters(), lr=5e-4)
-adv = IFQAAdversarialLoss(resize=False, region_weights=FPR_WEIGHTS)  # warm start from IFQA; its own Adam inside
+# A warm start from IFQA, with its own Adam inside.
+adv = IFQAAdversarialLoss(resize=False, region_weights=FPR_WEIGHTS)
 
 for step in range(args.steps):
     out = restorer(lq)
