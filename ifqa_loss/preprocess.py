@@ -190,10 +190,11 @@ class InputCheck:
         ValueError: a bad ``mode`` or ``every``.
 
     >>> check = InputCheck("demo", (0, 1))
-    >>> check(torch.rand(2, 1, 32, 32), "pred").shape  # gray is repeated to RGB
-    torch.Size([2, 3, 32, 32])
-    >>> check.calls, check.settled
-    (1, True)
+    >>> due = check.due()                                 # the first call checks the values
+    >>> x = check(torch.rand(2, 1, 32, 32), "pred", values=due)
+    >>> check.passed(due)                                 # every input of the call passed
+    >>> x.shape, check.calls, check.settled, check.due()  # gray is repeated to RGB
+    (torch.Size([2, 3, 32, 32]), 1, True, False)
     """
 
     def __init__(
