@@ -78,7 +78,7 @@ def main() -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
-    from ifqa_loss.scoring import default_workers
+    from ifqa_loss.files.scoring import default_workers
 
     if args.threads:
         torch.set_num_threads(args.threads)

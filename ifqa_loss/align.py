@@ -463,7 +463,7 @@ def paste_heatmaps(
     """
     import cv2
 
-    from .heatmap import colorize
+    from .files.heatmap import colorize
 
     if len(maps) != len(matrices) or (labels is not None and len(labels) != len(maps)):
         raise ValueError(

@@ -313,7 +313,7 @@ class IFQAMetric(HoldsDiscriminator):
             without a face gives one dict with ``faces=0``, ``face=None`` and ``error="no face
             found"``; an unreadable file one with ``faces=None`` and its error.
         """
-        from .scoring import score_paths
+        from .files.scoring import score_paths
 
         options = None
         max_pixels = check_max_pixels(max_pixels)

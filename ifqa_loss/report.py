@@ -27,7 +27,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ._io import IMAGE_EXTS, atomic_write, atomic_write_image, atomic_write_text, strict_json
-from .flags import NEAR_CONSTANT, NO_FACE
+from .files.flags import NEAR_CONSTANT, NO_FACE
 
 REGIONS = ("eyes", "nose", "mouth", "rest")
 REGIONS_NOTE = "rest: the face outside the eyes, nose and mouth (not the background)"
@@ -467,7 +467,7 @@ def _score_method(
     One record per face, in ``common``'s order."""
     import cv2
 
-    from .heatmap import overlay
+    from .files.heatmap import overlay
 
     jpeg = [cv2.IMWRITE_JPEG_QUALITY, 90]  # thumbnails and heatmaps alike
     records: list[dict] = []
@@ -681,7 +681,7 @@ def compare(
         counts, unmatched files per method), ``ranking`` (one dict per method, best first:
         ``method``, ``mean``, ``ci_low``, ``ci_high``, region means, ``wins``,
         ``near_constant`` and ``no_face``: how many of its outputs are flagged so,
-        :mod:`ifqa_loss.flags`)
+        :mod:`ifqa_loss.files.flags`)
         and ``faces`` (worst first, with each method's score, error, flag and report files),
         plus ``out``.
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ifqa_loss import IFQALoss, IFQAMetric
-from ifqa_loss.flags import (
+from ifqa_loss.files.flags import (
     NEAR_CONSTANT,
     NEAR_CONSTANT_STD,
     NO_FACE,
@@ -24,7 +24,7 @@ from ifqa_loss.flags import (
     luminance_std,
     near_constant,
 )
-from ifqa_loss.heatmap import colorize
+from ifqa_loss.files.heatmap import colorize
 from ifqa_loss.loss import FORMS
 from ifqa_loss.preprocess import (
     DEFAULT_MAX_PIXELS,

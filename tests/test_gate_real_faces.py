@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ifqa_loss import IFQAMetric
-from ifqa_loss.flags import NEAR_CONSTANT, NO_FACE
+from ifqa_loss.files.flags import NEAR_CONSTANT, NO_FACE
 from ifqa_loss.gate import FACE_THRESHOLD, bundled_gate_path
 from ifqa_loss.report import compare
 from ifqa_loss.train.config import load_config

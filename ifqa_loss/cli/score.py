@@ -66,7 +66,7 @@ def _heatmap_writer(folder: str, names: dict[str, str], limit: dict):
     """``on_batch`` callback writing ``<name>_map.png`` and ``<name>_overlay.png`` per face;
     ``limit``: the ``max_pixels`` keyword of the run, if given."""
     from .._io import atomic_write_image as save
-    from ..heatmap import colorize, overlay
+    from ..files.heatmap import colorize, overlay
     from ..preprocess import read_image_bgr
 
     out = Path(folder)
@@ -96,7 +96,7 @@ def _photo_heatmap_writer(folder: str, names: dict[str, str], crop_size: int, li
 
     from .._io import atomic_write_image as save
     from ..align import paste_heatmaps
-    from ..heatmap import colorize
+    from ..files.heatmap import colorize
     from ..preprocess import read_image_bgr
 
     out = Path(folder)
@@ -221,7 +221,7 @@ def _group_by_file(records: list[dict], align: bool) -> list[list[dict]]:
 def _score_all(args, metric, paths: list[str], rank: int, world: int, align) -> list[dict]:
     """Score this rank's share of ``paths`` (every world-th file from rank); with torchrun,
     gather every rank's records in input order (all ranks get them)."""
-    from ..scoring import default_workers
+    from ..files.scoring import default_workers
 
     mine = list(range(rank, len(paths), world))
     on_batch = None
@@ -315,7 +315,7 @@ def _summarise(records: list[dict], skipped: list[str], align: bool) -> dict:
 
 def _flag_lines(records: list[dict], summary: dict) -> None:
     """Count the flagged inputs into ``summary["flagged"]`` and print one line per kind."""
-    from ..flags import FLAGS, flag_summary
+    from ..files.flags import FLAGS, flag_summary
 
     summary["flagged"] = {f: sum(r.get("flag") == f for r in records) for f in FLAGS}
     for line in flag_summary(records):

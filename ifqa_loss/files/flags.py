@@ -72,7 +72,7 @@ def has_face(rgb: np.ndarray) -> bool:
     :data:`FACE_CHECK_SIDE` first. Needs the ``[align]`` extra."""
     import cv2
 
-    from .align import detect_faces
+    from ..align import detect_faces
 
     h, w = rgb.shape[:2]
     scale = FACE_CHECK_SIDE / max(h, w)
