@@ -312,7 +312,7 @@ def test_score_command_flags_and_limit(tmp_path, capsys):
 def test_compare_counts_near_constant_outputs(tmp_path, metric):
     import csv
 
-    from ifqa_loss.report import compare
+    from ifqa_loss.compare.comparison import compare
 
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from ifqa_loss import IFQAMetric
+from ifqa_loss.compare.comparison import compare
 from ifqa_loss.files.flags import NEAR_CONSTANT, NO_FACE
 from ifqa_loss.gate import FACE_THRESHOLD, bundled_gate_path
-from ifqa_loss.report import compare
 from ifqa_loss.train.config import load_config
 from ifqa_loss.train.data import list_images, split_faces
 from ifqa_loss.train.gate import face_files

@@ -8,7 +8,16 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parent.parent / "ifqa_loss"
 # The base knows nothing of what is built on it (docs: design, "One direction of imports").
 BASE = ("models", "weights", "preprocess", "masks", "_io", "files.heatmap")
-ABOVE = ("loss", "metric", "adversarial", "files.scoring", "report", "cli", "train", "integrations")
+ABOVE = (
+    "loss",
+    "metric",
+    "adversarial",
+    "files.scoring",
+    "compare",
+    "cli",
+    "train",
+    "integrations",
+)
 ABOVE += ("audit",)
 
 

@@ -1,7 +1,8 @@
 """The ``ifqa`` console command: one module per command, loaded only when that command runs.
 
 - ``score``: :mod:`ifqa_loss.cli.score`;
-- ``compare``: :mod:`ifqa_loss.cli.compare` (the report itself is :mod:`ifqa_loss.report`);
+- ``compare``: :mod:`ifqa_loss.cli.compare` (the report itself:
+  :mod:`ifqa_loss.compare.comparison`);
 - ``audit``: :mod:`ifqa_loss.audit.command`;
 - ``models``, ``convert``: :mod:`ifqa_loss.cli.models`;
 - ``train``, ``validate``: :mod:`ifqa_loss.train.cli` (which parses its own options).

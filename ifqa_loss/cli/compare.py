@@ -1,4 +1,4 @@
-"""``ifqa compare``: the command line of :func:`ifqa_loss.report.compare`."""
+"""``ifqa compare``: the command line of :func:`ifqa_loss.compare.comparison.compare`."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def configure(c: argparse.ArgumentParser) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run ``ifqa compare``: 0 written, 2 usage error, 4 no face readable in every folder."""
-    from ..report import LINKED_PAGE, PAGE, _fmt, compare
+    from ..compare.comparison import LINKED_PAGE, PAGE, _fmt, compare
 
     if args.max_pixels is not None:  # before cv2 loads: OpenCV reads its own limit once
         from ..preprocess import limit_opencv

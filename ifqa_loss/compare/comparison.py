@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ._io import IMAGE_EXTS, atomic_write, atomic_write_image, atomic_write_text, strict_json
-from .files.flags import NEAR_CONSTANT, NO_FACE
+from .._io import IMAGE_EXTS, atomic_write, atomic_write_image, atomic_write_text, strict_json
+from ..files.flags import NEAR_CONSTANT, NO_FACE
 
 REGIONS = ("eyes", "nose", "mouth", "rest")
 REGIONS_NOTE = "rest: the face outside the eyes, nose and mouth (not the background)"
@@ -141,7 +141,7 @@ def _thumbnail(path: str, size: int, limit: dict) -> np.ndarray:
     ``limit``: the ``max_pixels`` keyword, if given."""
     import cv2
 
-    from .preprocess import read_image_bgr
+    from ..preprocess import read_image_bgr
 
     img = read_image_bgr(path, **limit)
     h, w = img.shape[:2]
@@ -467,7 +467,7 @@ def _score_method(
     One record per face, in ``common``'s order."""
     import cv2
 
-    from .files.heatmap import overlay
+    from ..files.heatmap import overlay
 
     jpeg = [cv2.IMWRITE_JPEG_QUALITY, 90]  # thumbnails and heatmaps alike
     records: list[dict] = []
@@ -588,7 +588,7 @@ def _meta(
     seed: int,
 ) -> dict:
     """The report's provenance, options and counts (``meta`` of results.json)."""
-    from . import __version__
+    from .. import __version__
 
     excluded = [face["face"] for face in faces if face["excluded"]]
     return {
@@ -696,7 +696,7 @@ def compare(
     bootstrap, thumb_size = _check_options(bootstrap, thumb_size)
     common, unmatched = _match_files(paths, names)
     if metric is None:
-        from .metric import IFQAMetric
+        from ..metric import IFQAMetric
 
         metric = IFQAMetric(model=model, weights=weights, device=device, batch_size=batch_size)
 
