@@ -530,7 +530,7 @@ def test_heatmap_is_lower_where_the_eyes_were_blurred(source):
 def test_validate_main_prints_a_table_and_json(tmp_path, capsys):
     import json
 
-    from ifqa_loss.train.cli import validate_main
+    from ifqa_loss.cli.train import validate_main
 
     root = faces_dir()
     if root is None:
@@ -558,7 +558,7 @@ def test_validate_main_prints_a_table_and_json(tmp_path, capsys):
 
 
 def test_cli_reports_bad_configs(tmp_path, capsys):
-    from ifqa_loss.train.cli import train_main
+    from ifqa_loss.cli.train import train_main
 
     assert train_main(["--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
     bad = tmp_path / "bad.yaml"

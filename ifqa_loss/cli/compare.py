@@ -6,11 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .exits import EXIT_ALL_FAILED, EXIT_OK, EXIT_USAGE
 from .score import add_max_pixels, model_line
-
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_ALL_FAILED = 4
 
 DESCRIPTION = (
     "Score the same faces restored by several methods (one folder per method, files "
@@ -68,7 +65,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_pixels=args.max_pixels,
         )
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"ifqa compare: {e}", file=sys.stderr)
         return EXIT_USAGE
     meta = summary["meta"]

@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 from .._io import IMAGE_EXTS, atomic_write_text, strict_json
-
-# Exit codes of `ifqa score`.
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_SOME_FAILED = 3
-EXIT_ALL_FAILED = 4
-EXIT_NO_FACE = 5  # --align: every file was read, but some photos had no face
+from .exits import (
+    EXIT_ALL_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_FACE,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+)
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
@@ -413,7 +414,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         records = _score_all(args, metric, paths, rank, world, align)
     except KeyboardInterrupt:
         print("ifqa score: interrupted; no result file was written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     code = _exit_code(records)
     if rank != 0:
         return code
