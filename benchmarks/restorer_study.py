@@ -69,8 +69,8 @@ from ifqa_loss.audit.judges import resolve as resolve_judges
 from ifqa_loss.audit.measures import measure, quantize_t
 from ifqa_loss.audit.restorer import UNetRestorer
 from ifqa_loss.balance import adaptive_gan_weight
+from ifqa_loss.faces.degrade import degrade
 from ifqa_loss.train.ema import ema_update
-from ifqa_loss.train.validation import degrade
 from ifqa_loss.weights import find_weights
 
 
@@ -178,8 +178,8 @@ def held_out_cases(faces: torch.Tensor, per_face: int = 4) -> tuple[torch.Tensor
 def load_split(data_root: str | None, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(training faces, held-out faces) of the ``harden_cpu`` split, as (N, 3, size, size)."""
     from ifqa_loss.audit.measures import prepare_faces
+    from ifqa_loss.faces.images import load_face, split_faces
     from ifqa_loss.train.config import load_config
-    from ifqa_loss.train.data import load_face, split_faces
 
     cfg = load_config("harden_cpu")
     train, held = split_faces(cfg.faces_root(data_root), cfg.data)

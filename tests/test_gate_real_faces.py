@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from ifqa_loss import IFQAMetric
+from ifqa_loss._io import list_images
 from ifqa_loss.compare.comparison import compare
+from ifqa_loss.faces.images import split_faces
 from ifqa_loss.files.flags import NEAR_CONSTANT, NO_FACE
 from ifqa_loss.gate import FACE_THRESHOLD, bundled_gate_path
 from ifqa_loss.train.config import load_config
-from ifqa_loss.train.data import list_images, split_faces
 from ifqa_loss.train.gate import face_files
 from ifqa_loss.train.gate_faces import (
     REAL_TRAIN,

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from ifqa_loss.faces.degrade import degrade
+from ifqa_loss.faces.images import load_face, split_faces
 from ifqa_loss.masks import face_region_masks, template_landmarks
 from ifqa_loss.models.base import Discriminator
 from ifqa_loss.models.cnn import IFQACNN
@@ -33,7 +35,7 @@ from ifqa_loss.train.config import (
     config_from_dict,
     load_config,
 )
-from ifqa_loss.train.data import FaceStream, load_face, shard_index, split_faces
+from ifqa_loss.train.data import FaceStream, shard_index
 from ifqa_loss.train.fpr import mix, region_weight_map, swap_masks, weighted_bce
 from ifqa_loss.train.generator import RestorationGenerator
 from ifqa_loss.train.trainer import (
@@ -42,7 +44,7 @@ from ifqa_loss.train.trainer import (
     load_checkpoint,
     train,
 )
-from ifqa_loss.train.validation import FAMILIES, degrade, evaluate, meets_targets
+from ifqa_loss.train.validation import FAMILIES, evaluate, meets_targets
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "ifqa_loss" / "bundled" / "ifqa-lite.safetensors"
@@ -693,8 +695,7 @@ def test_split_faces_excludes_patterns_from_both_sides(tmp_path):
 
 
 def test_training_faces_take_the_same_image_extensions_as_scoring(tmp_path):
-    from ifqa_loss._io import IMAGE_EXTS
-    from ifqa_loss.train.data import list_images
+    from ifqa_loss._io import IMAGE_EXTS, list_images
 
     for ext in (".png", ".JPG", ".tif", ".tiff", ".webp"):  # listing goes by name only
         (tmp_path / f"face{ext}").write_bytes(b"")

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import yaml
 
-from .._io import IMAGE_EXTS, atomic_write_image, atomic_write_text
+from .._io import IMAGE_EXTS, atomic_write_image, atomic_write_text, list_images
 from ..audit.measures import DEGRADATIONS, MIN_AUDIT_SIZE, AuditOptions, run_audit
 from ..loss import FORMS
 from .exits import EXIT_OK, EXIT_USAGE
@@ -24,11 +24,7 @@ MAX_ASPECT = 1.1  # aligned face crops are square
 def _images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"faces folder not found: {folder}")
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-    )
+    files = list_images(folder)
     if not files:
         raise ValueError(
             f"no face images in {folder} (looked for {', '.join(IMAGE_EXTS)} files); the audit "
@@ -44,7 +40,7 @@ def load_faces(files: list[Path], size: int) -> list[torch.Tensor]:
     """
     import cv2
 
-    from ..train.data import load_face
+    from ..faces.images import load_face
 
     bad = []
     for f in files:
@@ -67,8 +63,8 @@ def load_faces(files: list[Path], size: int) -> list[torch.Tensor]:
 def default_split(data_root: str | None) -> tuple[list[Path], list[Path]]:
     """(training faces, held-out faces) of the default audit's config: the held-out ones are
     what ``ifqa audit`` scores when no folder is given."""
+    from ..faces.images import split_faces
     from ..train.config import load_config
-    from ..train.data import split_faces
 
     cfg = load_config(DEFAULT_CONFIG)
     return split_faces(cfg.faces_root(data_root), cfg.data)

@@ -9,7 +9,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from .._io import IMAGE_EXTS, atomic_write_text, strict_json
+from .._io import IMAGE_EXTS, atomic_write_text, list_images, strict_json
 from .exits import (
     EXIT_ALL_FAILED,
     EXIT_INTERRUPTED,
@@ -28,6 +28,7 @@ def _expand(inputs: list[str], recursive: bool) -> tuple[list[str], list[str]]:
     Files named explicitly are always tried (an unreadable one becomes an error record).
     Inside folders and glob matches, only image extensions (``IMAGE_EXTS``) are taken; other
     files are returned as skipped, so a log or a CSV beside the images is not a failure.
+    Hidden files (and, in folders, hidden sub-folders) are passed over.
     """
     out: list[str] = []
     skipped: list[str] = []
@@ -41,7 +42,8 @@ def _expand(inputs: list[str], recursive: bool) -> tuple[list[str], list[str]]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            take(str(f) for f in (p.rglob("*") if recursive else p.iterdir()))
+            found = list_images(p, ["**/*"] if recursive else ["*"], skipped)
+            out.extend(sorted(map(str, found)))
         elif not p.exists() and any(ch in item for ch in "*?["):
             take(glob.glob(item, recursive=recursive))
         else:

@@ -107,8 +107,9 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def _faces_from_args(args: argparse.Namespace) -> tuple[list[Path], str]:
+    from .._io import list_images
+    from ..faces.images import split_faces
     from ..train.config import load_config
-    from ..train.data import list_images, split_faces
 
     if args.data:
         files = list_images(args.data, ["**/*"])
@@ -146,8 +147,8 @@ def _hwc(face: torch.Tensor) -> np.ndarray:
 
 def _test_backgrounds(args: argparse.Namespace) -> list[np.ndarray]:
     """The degenerate family's whole photographs (none when the faces root lacks them)."""
+    from .._io import list_images
     from ..train.config import load_config
-    from ..train.data import list_images
     from ..train.degenerate import load_photo
 
     root = load_config(args.config).faces_root(args.data_root)
@@ -193,8 +194,8 @@ def validate_main(argv: list[str] | None = None) -> int:
         " degenerate image scores at or above the lowest clean face",
     )
     args = p.parse_args(argv)
+    from ..faces.images import load_face
     from ..metric import IFQAMetric
-    from ..train.data import load_face
 
     try:
         files, what = _faces_from_args(args)

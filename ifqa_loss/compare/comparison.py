@@ -26,7 +26,14 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .._io import IMAGE_EXTS, atomic_write, atomic_write_image, atomic_write_text, strict_json
+from .._io import (
+    IMAGE_EXTS,
+    atomic_write,
+    atomic_write_image,
+    atomic_write_text,
+    list_images,
+    strict_json,
+)
 from ..files.flags import NEAR_CONSTANT, NO_FACE
 
 REGIONS = ("eyes", "nose", "mouth", "rest")
@@ -67,14 +74,7 @@ def _slug(text: str, fallback: str, limit: int = 60) -> str:
 
 def _list_images(root: Path) -> set[str]:
     """Relative POSIX paths of the image files under ``root`` (hidden files and folders skipped)."""
-    found = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for f in filenames:
-            if f.startswith(".") or os.path.splitext(f)[1].lower() not in IMAGE_EXTS:
-                continue
-            found.add(Path(dirpath, f).relative_to(root).as_posix())
-    return found
+    return {p.relative_to(root).as_posix() for p in list_images(root, ["**/*"])}
 
 
 def _default_names(dirs: list[Path]) -> list[str]:

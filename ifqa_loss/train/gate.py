@@ -37,12 +37,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._io import list_images
+from ..faces.degrade import down_up, to_gray
+from ..faces.images import load_face, resize_antialiased, split_faces
 from ..gate import FaceGate
 from .artefacts import random_artefact
 from .config import DataConfig, DegradationConfig, load_config
-from .data import augment, list_images, load_face, resize_antialiased, split_faces
+from .data import augment
 from .degenerate import KINDS, _resized, random_degenerate
-from .degradations import down_up, random_degradation, to_gray
+from .degradations import random_degradation
 from .gate_faces import REAL_TRAIN, SIDES, aligned_faces, pad_edge, sepia
 from .trainer import load_backgrounds
 

@@ -31,9 +31,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from .artefacts import unsharp
+from ..faces.degrade import degrade, quantize
 from .degenerate import degenerate_test_set
-from .degradations import add_gaussian_noise, down_up, gaussian_blur, jpeg, quantize
 
 EVAL_SIZE = 512
 
@@ -57,7 +56,6 @@ FAMILIES: tuple[Family, ...] = (
     # Over-sharpening (the halos GAN restorers are criticised for): a gamed loss rewards it.
     Family("unsharp", "amount", (0.0, 0.5, 1.0, 2.0, 3.0), 2.0),
 )
-UNSHARP_SIGMA = 2.0  # px at the 512 evaluation size
 FAMILY_NAMES = (*(f.name for f in FAMILIES), "degenerate")
 # Whole photographs whose corners are the degenerate family's non-face crops (relative to the
 # faces root). The degenerate training recipes take their backgrounds from the other *_whole
@@ -68,30 +66,6 @@ TEST_BACKGROUNDS = (
     "more/pulid_whole/*",
     "more/prnet_whole/*",
 )
-
-
-def degrade(img: np.ndarray, family: str, level: float | None, seed: int = 0) -> np.ndarray:
-    """One family at one strength on an (H, W, 3) float32 RGB image in [0, 1] (8-bit output).
-
-    blur: Gaussian, sigma in pixels; downup: factor, antialiased bicubic down then bicubic up;
-    noise: Gaussian, sigma in 1/255 units, seeded; jpeg: OpenCV quality (None: untouched);
-    unsharp: unsharp mask ``img + amount * (img - blur(img, sigma 2))``, clipped.
-    """
-    if family == "blur":
-        out = gaussian_blur(img, float(level or 0.0))
-    elif family == "downup":
-        out = down_up(img, float(level or 1.0), "bicubic_aa", "bicubic")
-    elif family == "noise":
-        out = add_gaussian_noise(img, float(level or 0.0), np.random.default_rng(seed))
-    elif family == "jpeg":
-        out = img.copy() if level is None else jpeg(img, float(level))
-    elif family == "unsharp":
-        out = unsharp(img, UNSHARP_SIGMA, float(level or 0.0))
-    else:
-        raise ValueError(
-            f"unknown degradation family {family!r}; use blur, downup, noise, jpeg, unsharp"
-        )
-    return quantize(out)
 
 
 def _scorer(model: Any, device: str | torch.device | None) -> Any:
@@ -129,7 +103,7 @@ def evaluate(
         ``quick`` also ``levels``, ``level_means``, ``spearman_mean``, ``spearman_pooled``;
         with ``degenerate``, a ``"degenerate"`` entry (see :func:`evaluate_degenerate`).
     """
-    from .data import resize_antialiased
+    from ..faces.images import resize_antialiased
 
     metric = _scorer(model, device)
     out: dict[str, Any] = {
