@@ -21,7 +21,7 @@ from ifqa_loss.faces.images import split_faces
 from ifqa_loss.files.flags import NEAR_CONSTANT, NO_FACE
 from ifqa_loss.gate import FACE_THRESHOLD, bundled_gate_path
 from ifqa_loss.train.config import load_config
-from ifqa_loss.train.gate import face_files
+from ifqa_loss.train.face_gate import face_files
 from ifqa_loss.train.gate_faces import (
     REAL_TRAIN,
     TARGET_KINDS,

@@ -16,7 +16,8 @@ the metric's two resizes to the discriminators' 256 px (OpenCV bilinear for file
 bilinear for tensors), then to the gate's 128 px. A fixed pool of each is made once, then the
 gate trains on it::
 
-    python -m ifqa_loss.train.gate --out runs/gate --export ifqa_loss/bundled/face-gate.safetensors
+    python -m ifqa_loss.train.face_gate --out runs/gate \
+        --export ifqa_loss/bundled/face-gate.safetensors
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from .degradations import random_degradation
 from .gate_faces import REAL_TRAIN, SIDES, aligned_faces, pad_edge, sepia
 from .trainer import load_backgrounds
 
-log = logging.getLogger("ifqa_loss.train.gate")
+log = logging.getLogger("ifqa_loss.train.face_gate")
 
 DISCRIMINATOR_SIZE = 256  # the bundled discriminators' native side
 EXTRA_FACES = ("more/*/*.png", "more/*/*.jpg")  # aligned crops; the *_whole folders are skipped
@@ -328,7 +329,7 @@ def export_gate(gate: FaceGate, path: str | os.PathLike, cfg: GateConfig) -> Pat
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m ifqa_loss.train.gate",
+        prog="python -m ifqa_loss.train.face_gate",
         description="Train the face gate (faces against degenerate images).",
     )
     p.add_argument("--out", required=True, help="run folder (log.json, gate.safetensors)")
