@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from ifqa_loss.faces import degrade as plain
 from ifqa_loss.faces.degrade import degrade
 from ifqa_loss.faces.images import load_face, split_faces
 from ifqa_loss.masks import face_region_masks, template_landmarks
@@ -179,7 +180,7 @@ def _hf_energy(img: np.ndarray) -> float:
 
 
 def test_validation_families_grow_with_strength():
-    img = D.quantize(synthetic_face(128, 1))
+    img = plain.quantize(synthetic_face(128, 1))
     for fam in FAMILIES:
         assert np.array_equal(degrade(img, fam.name, fam.levels[0]), img), fam.name
         errs = [np.abs(degrade(img, fam.name, lv) - img).mean() for lv in fam.levels]
@@ -508,7 +509,7 @@ def test_heatmap_is_lower_where_the_eyes_were_blurred(source):
     img = rgb.astype(np.float32) / 255
     eyes = face_region_masks(None, s, ("eyes",))[0, 0].numpy()
     sel = (eyes > 0.2).astype(np.float32)[..., None]
-    blurred = D.gaussian_blur(img, 3.0 * s / 512 * 2)
+    blurred = plain.gaussian_blur(img, 3.0 * s / 512 * 2)
     degraded = sel * blurred + (1 - sel) * img
     metric = IFQAMetric(model="ifqa-lite", weights=BUNDLED, device="cpu")
     x = torch.from_numpy(np.stack([img, degraded]).transpose(0, 3, 1, 2).copy())

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._io import atomic_write_text, strict_json
+from .._io import atomic_write_text, list_images, strict_json
 from ..gate import GATE_CHOICES
 from ..train.degenerate import degenerate_test_set
 from ..train.validation import (
@@ -107,7 +107,6 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def _faces_from_args(args: argparse.Namespace) -> tuple[list[Path], str]:
-    from .._io import list_images
     from ..faces.images import split_faces
     from ..train.config import load_config
 
@@ -147,7 +146,6 @@ def _hwc(face: torch.Tensor) -> np.ndarray:
 
 def _test_backgrounds(args: argparse.Namespace) -> list[np.ndarray]:
     """The degenerate family's whole photographs (none when the faces root lacks them)."""
-    from .._io import list_images
     from ..train.config import load_config
     from ..train.degenerate import load_photo
 
