@@ -39,7 +39,7 @@ def find_files(root: Path, count: int) -> list[str]:
 
 def build(model: str, device: str):
     from ifqa_loss import IFQAMetric
-    from ifqa_loss.models import create_model
+    from ifqa_loss import create_model
 
     try:
         metric = IFQAMetric(model=model, device=device)
@@ -78,7 +78,7 @@ def main() -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
-    from ifqa_loss.scoring import default_workers
+    from ifqa_loss.files.scoring import default_workers
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -30,9 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ifqa_loss import IFQAMetric
+from ifqa_loss._io import list_images
 from ifqa_loss.preprocess import to_model_input
 from ifqa_loss.train.config import load_config
-from ifqa_loss.train.data import list_images
 from ifqa_loss.train.degenerate import degenerate_test_set, load_photo
 from ifqa_loss.train.gate_faces import TARGET_KINDS, GateFace, gate_test_faces
 from ifqa_loss.train.validation import TEST_BACKGROUNDS

@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ifqa_loss.faces.degrade import gaussian_blur
+from ifqa_loss.faces.images import load_face, split_faces
 from ifqa_loss.masks import face_region_masks
 from ifqa_loss.metric import IFQAMetric
 from ifqa_loss.train.config import load_config
-from ifqa_loss.train.data import load_face, split_faces
-from ifqa_loss.train.degradations import gaussian_blur
 
 SIZE = 512
 

@@ -54,7 +54,7 @@ except ValueError:
 ONE_DECODE = """
 import resource, sys, cv2, numpy as np
 from ifqa_loss.models.registry import get_model_config
-from ifqa_loss.scoring import _FileDataset
+from ifqa_loss.files.scoring import _FileDataset
 def rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 cfg = get_model_config(sys.argv[1])

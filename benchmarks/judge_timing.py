@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def faces(size: int, n: int) -> torch.Tensor:
-    from ifqa_loss.train.data import load_face
+    from ifqa_loss.faces.images import load_face
 
     root = Path(os.environ.get("IFQA_FACES_DIR", REPO.parent / "shared" / "data" / "faces"))
     paths = sorted((root / "gpen" / "ffhq-10").glob("*.png"))[:n]

@@ -18,9 +18,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ifqa_loss.faces.images import load_face, split_faces
 from ifqa_loss.models import IFQACNN
 from ifqa_loss.train.config import load_config
-from ifqa_loss.train.data import FaceStream, load_face, load_faces_uint8, split_faces
+from ifqa_loss.train.data import FaceStream, load_faces_uint8
 from ifqa_loss.train.validation import evaluate, format_table
 
 FAMILIES = ("blur", "down", "noise", "jpeg")

@@ -1,6 +1,6 @@
 """What does IFQA do for a restorer? Train one with each form of IFQA and judge it with others.
 
-A small U-Net restorer (``ifqa_loss.audit.restorer.UNetRestorer``, 1.7 M parameters, most at low
+A small U-Net restorer (:class:`UNetRestorer` below, 1.7 M parameters, most at low
 resolution) is pre-trained with L1 on blind-degraded faces (blur, down-up, noise, JPEG at random
 strengths), then fine-tuned from those weights, on the same batches, once per branch:
 
@@ -62,17 +62,73 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ifqa_loss._io import atomic_write_text, strict_json
 from ifqa_loss.adversarial import IFQAAdversarialLoss
 from ifqa_loss.audit.judges import resolve as resolve_judges
 from ifqa_loss.audit.measures import measure, quantize_t
-from ifqa_loss.audit.restorer import UNetRestorer
 from ifqa_loss.balance import adaptive_gan_weight
+from ifqa_loss.faces.degrade import degrade
 from ifqa_loss.regions import FPR_WEIGHTS
 from ifqa_loss.train.ema import ema_update
-from ifqa_loss.train.validation import degrade
 from ifqa_loss.weights import find_weights
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
+    )  # fmt: skip
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(c, c, 3, padding=1),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class UNetRestorer(nn.Module):
+    """A small U-Net with most of its parameters at low resolution: output = input + f(input).
+
+    Four levels (full, 1/2, 1/4, 1/8 resolution; ``width`` x 1, 2, 4, 8 channels), residual
+    blocks at 1/8, skip connections by concatenation. With ``width=16``: 1.9 M parameters, 90%
+    of them at 1/4 and 1/8. The last convolution starts at zero (an untrained net is the
+    identity); the output is not clamped. Sides must be multiples of 8.
+
+    Shape:
+        (B, 3, H, W) in [0, 1] -> same.
+    """
+
+    def __init__(self, width: int = 16, blocks: int = 4) -> None:
+        super().__init__()
+        c = [width, 2 * width, 4 * width, 8 * width]
+        self.enc = nn.ModuleList([_conv_block(3, c[0])])
+        self.enc.extend(_conv_block(c[i], c[i + 1]) for i in range(3))
+        self.mid = nn.Sequential(*(_ResBlock(c[3]) for _ in range(blocks)))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(c[i + 1], c[i], 2, stride=2) for i in range(3))
+        self.dec = nn.ModuleList(_conv_block(2 * c[i], c[i]) for i in range(3))
+        self.out = nn.Conv2d(c[0], 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 8 or x.shape[-2] % 8:
+            raise ValueError(f"UNetRestorer needs sides that are multiples of 8, got {x.shape}")
+        skips, h = [], x
+        for i, block in enumerate(self.enc):
+            h = block(h if i == 0 else F.avg_pool2d(h, 2))
+            skips.append(h)
+        h = self.mid(h)
+        for i in (2, 1, 0):
+            h = self.dec[i](torch.cat([self.up[i](h), skips[i]], 1))
+        return x + self.out(h)
 
 
 @dataclass(frozen=True)
@@ -179,8 +235,8 @@ def held_out_cases(faces: torch.Tensor, per_face: int = 4) -> tuple[torch.Tensor
 def load_split(data_root: str | None, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(training faces, held-out faces) of the ``harden_cpu`` split, as (N, 3, size, size)."""
     from ifqa_loss.audit.measures import prepare_faces
+    from ifqa_loss.faces.images import load_face, split_faces
     from ifqa_loss.train.config import load_config
-    from ifqa_loss.train.data import load_face, split_faces
 
     cfg = load_config("harden_cpu")
     train, held = split_faces(cfg.faces_root(data_root), cfg.data)

@@ -18,6 +18,8 @@ import torch
 
 from ifqa_loss._io import atomic_write, atomic_write_image, atomic_write_text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling dark_outlines.py
+
 COLUMNS = (  # (key, header, digits); NIQE/BRISQUE/GMSD lower is better
     ("psnr", "PSNR dB", 2),
     ("ssim", "SSIM", 3),
@@ -207,9 +209,10 @@ def sections(runs: list[dict]) -> list[str]:
 
 
 def outlines(out: Path, runs: list[dict]) -> list[str]:
-    """Dark edges (:mod:`ifqa_loss.audit.outlines`) of the input and of each run's saved outputs
+    """Dark edges (``benchmarks/dark_outlines.py``) of the input and of each run's saved outputs
     of the held-out cases, in the eye/nose/mouth template regions and elsewhere (mean %)."""
-    from ifqa_loss.audit.outlines import dark_edges
+    from dark_outlines import dark_edges
+
     from ifqa_loss.masks import face_region_masks
 
     data = torch.load(out / "cases.pt", weights_only=True)

@@ -19,7 +19,7 @@ import torch
 
 from ifqa_loss import IFQALoss
 from ifqa_loss.audit import AuditOptions, descent_direction, make_cases, prepare_faces
-from ifqa_loss.audit.command import default_split, load_faces
+from ifqa_loss.cli.audit import default_split, load_faces
 
 
 def smoothed(criterion: torch.nn.Module, sigma: float, samples: int):

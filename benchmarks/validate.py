@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ifqa_loss.train.validation import validate_main
+from ifqa_loss.cli.train import validate_main
 
 if __name__ == "__main__":
     sys.exit(validate_main())

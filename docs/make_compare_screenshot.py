@@ -24,7 +24,7 @@ import numpy as np
 
 from ifqa_loss import IFQAMetric
 from ifqa_loss._io import atomic_write
-from ifqa_loss.report import compare
+from ifqa_loss.compare.comparison import compare
 from ifqa_loss.samples import astronaut_face
 
 METHODS = ("Gaussian blur", "JPEG q≈10-20", "Gaussian noise")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ifqa_loss import FPR_WEIGHTS, IFQAAdversarialLoss
-from ifqa_loss.audit.restorer import UNetRestorer
+from ifqa_loss.audit.restorer import TinyRestorer
 from ifqa_loss.samples import astronaut_face
 
 p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -20,7 +20,7 @@ args = p.parse_args()
 torch.manual_seed(0)
 gt = astronaut_face(128)  # (1, 3, 128, 128) in [0, 1]; use your (degraded, clean) pairs
 lq = F.interpolate(F.avg_pool2d(gt, 4), scale_factor=4, mode="bilinear")
-restorer = UNetRestorer()
+restorer = TinyRestorer()
 opt = torch.optim.Adam(restorer.parameters(), lr=5e-4)
 # A warm start from IFQA, with its own Adam inside.
 adv = IFQAAdversarialLoss(resize=False, region_weights=FPR_WEIGHTS)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 
 from ifqa_loss import IFQALoss, IFQAMetric
-from ifqa_loss.heatmap import overlay
+from ifqa_loss.files.heatmap import overlay
 from ifqa_loss.samples import astronaut_face
 
 

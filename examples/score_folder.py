@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ifqa_loss import IFQAMetric
-from ifqa_loss.heatmap import colorize, overlay
+from ifqa_loss.files.heatmap import colorize, overlay
 from ifqa_loss.preprocess import read_image_bgr
 
 EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}

@@ -91,3 +91,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
 
     return atomic_write(path, write)
+
+
+def list_images(
+    root: str | os.PathLike,
+    patterns: tuple[str, ...] | list[str] = ("*",),
+    skipped: list[str] | None = None,
+) -> list[Path]:
+    """The image files (extensions :data:`IMAGE_EXTS`) under ``root`` that match any of the glob
+    ``patterns`` (``"*"``: the folder's own files; ``"**/*"``: its sub-folders' too), sorted,
+    each once. Files and folders whose names start with a dot are passed over; the other
+    matching files that are not images are added to ``skipped``, when a list is given."""
+    base = Path(root)
+    images: set[Path] = set()
+    others: set[Path] = set()
+    for pattern in patterns:
+        for p in base.glob(pattern):
+            if any(part.startswith(".") for part in p.relative_to(base).parts) or not p.is_file():
+                continue
+            (images if p.suffix.lower() in IMAGE_EXTS else others).add(p)
+    if skipped is not None:
+        skipped.extend(str(p) for p in sorted(others))
+    return sorted(images)

@@ -19,7 +19,8 @@ Alignment recipes (``recipe=``):
   data this gives the identity within 2% in scale and 2 degrees.
 - ``"template"``: the least-squares similarity from five points (eye centres, nose tip 30,
   mouth corners 48 and 54) to the package's FFHQ 5-point template
-  (:func:`~ifqa_loss.masks.template_landmarks`), as :func:`ifqa_loss.samples.align_face` does.
+  (:func:`~ifqa_loss.masks.template_landmarks`); :func:`align_face` does the same on tensors
+  from five known points.
   It puts the five points where the region masks' template expects them, at the price of
   following the nose: turned heads move in the crop.
 
@@ -54,6 +55,7 @@ __all__ = [
     "AlignOptions",
     "AlignedFace",
     "Face",
+    "align_face",
     "align_faces",
     "alignment_matrix",
     "detect_faces",
@@ -293,11 +295,37 @@ def alignment_matrix(
         src = ffhq_quad(lm)
         lo, hi = -0.5, size - 0.5  # pixel centres: the crop's edges lie half a pixel out
         dst = torch.tensor([[lo, lo], [lo, hi], [hi, hi], [hi, lo]], dtype=torch.float64)
-    else:
-        src = five_points(lm)
-        dst = template_landmarks(size, dtype=torch.float64)[0]
-    dst = dst.expand(*src.shape[:-2], *dst.shape)
-    return similarity_from_points(src, dst).numpy()
+        return similarity_from_points(src, dst.expand(*src.shape[:-2], *dst.shape)).numpy()
+    return _template_matrix(five_points(lm), size).numpy()
+
+
+def _template_matrix(points5: torch.Tensor, size: int) -> torch.Tensor:
+    """The least-squares similarity taking (..., 5, 2) points onto the template at ``size``."""
+    dst = template_landmarks(size, device=points5.device, dtype=points5.dtype)[0]
+    return similarity_from_points(points5, dst.expand(*points5.shape[:-2], *dst.shape))
+
+
+def _warp_tensor(x: torch.Tensor, matrix: torch.Tensor, size: int, padding: str) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, size, size) through (B, 2, 3) photo -> crop affines (bilinear)."""
+    from kornia.geometry.transform import warp_affine
+
+    return warp_affine(
+        x, matrix, (size, size), mode="bilinear", padding_mode=padding, align_corners=True
+    )
+
+
+def align_face(image: torch.Tensor, landmarks: torch.Tensor, size: int = 512) -> torch.Tensor:
+    """Warp faces of known landmarks to the FFHQ template (the ``"template"`` recipe on tensors).
+
+    Args:
+        image: (B, 3, H, W) float images.
+        landmarks: (B, 5, 2) (x, y) pixel coordinates in ``image`` (eyes, nose, mouth corners).
+        size: side of the aligned output.
+
+    Returns:
+        (B, 3, size, size) aligned crops (bilinear; outside the photo: edge pixels repeated).
+    """
+    return _warp_tensor(image, _template_matrix(landmarks.to(image), size), size, "border")
 
 
 def invert_affine(matrix: np.ndarray) -> np.ndarray:
@@ -321,7 +349,6 @@ def _rescale(matrix: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
 def _warp(photo: np.ndarray, matrix: np.ndarray, size: int, padding: str) -> np.ndarray:
     """Warp an (H, W, 3) uint8 photo to the (size, size) crop of ``matrix`` (bilinear)."""
     import cv2
-    from kornia.geometry.transform import warp_affine
 
     m = np.asarray(matrix, np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))  # crop px per photo px
@@ -336,9 +363,7 @@ def _warp(photo: np.ndarray, matrix: np.ndarray, size: int, padding: str) -> np.
         )
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
     mt = torch.from_numpy(m).float()[None]
-    out = warp_affine(
-        x, mt, (size, size), mode="bilinear", padding_mode=padding, align_corners=True
-    )
+    out = _warp_tensor(x, mt, size, padding)
     return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -463,7 +488,7 @@ def paste_heatmaps(
     """
     import cv2
 
-    from .heatmap import colorize
+    from .files.heatmap import colorize
 
     if len(maps) != len(matrices) or (labels is not None and len(labels) != len(maps)):
         raise ValueError(

@@ -9,7 +9,7 @@ not a face scores near 0 while faces keep their score (the gate is near 1 for th
 flags an image under :data:`FACE_THRESHOLD` ``"no_face"``. Judging quality is the
 discriminator's job, not the gate's.
 
-It is trained by :mod:`ifqa_loss.train.gate` on faces (clean, degraded, real low-quality,
+It is trained by :mod:`ifqa_loss.train.face_gate` on faces (clean, degraded, real low-quality,
 grayscale, old, padded) against the degenerate images of :mod:`ifqa_loss.train.degenerate`,
 and tested on the faces of :mod:`ifqa_loss.train.gate_faces`; the bundled one is
 ``ifqa_loss/bundled/face-gate.safetensors`` (model card, "Face gate"), loaded by

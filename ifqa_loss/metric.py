@@ -78,7 +78,7 @@ class IFQAMetric(HoldsDiscriminator):
     where the discriminator alone gives a black square 0.73. The original ``ifqa`` /
     ``ifqa++`` are left exactly as published unless asked (``face_gate=True``). Near-constant
     inputs, and images the gate calls no face, are also flagged by ``score_files`` and ``ifqa
-    score`` (:mod:`ifqa_loss.flags`, docs/robustness.md).
+    score`` (:mod:`ifqa_loss.files.flags`, docs/robustness.md).
 
     Args:
         model: ``"auto"``, a registered name, or a ``Discriminator`` (see :class:`IFQALoss`).
@@ -311,7 +311,7 @@ class IFQAMetric(HoldsDiscriminator):
         Returns:
             One dict per path, in order: ``path``, ``score`` (float or None), ``error`` (str or
             None), ``flag`` (None, ``"near_constant"`` or ``"no_face"``: the score says nothing
-            about a face, :mod:`ifqa_loss.flags`), ``p_face`` (the face gate's P(face), None
+            about a face, :mod:`ifqa_loss.files.flags`), ``p_face`` (the face gate's P(face), None
             without a gate; under :data:`~ifqa_loss.gate.FACE_THRESHOLD` the image is flagged
             ``"no_face"``), plus the region means and ``map`` as requested. With ``align``, one
             dict per face instead, in the photo's left-to-right order, adding ``face`` (index),
@@ -321,7 +321,7 @@ class IFQAMetric(HoldsDiscriminator):
             without a face gives one dict with ``faces=0``, ``face=None`` and ``error="no face
             found"``; an unreadable file one with ``faces=None`` and its error.
         """
-        from .scoring import score_paths
+        from .files.scoring import score_paths
 
         options = None
         max_pixels = check_max_pixels(max_pixels)

@@ -334,11 +334,29 @@ def from_model_input(x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     return torch.stack([x[:, c].float() * std[c] + mean[c] for c in range(3)], 1)
 
 
-def resize_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize a (B, C, S, S) map or mask with antialiased bilinear interpolation."""
-    if m.shape[-2:] == tuple(size):
+def resize_map(m: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize maps, masks or images, (B, C, H, W) or (C, H, W), to ``size`` (an int: square)
+    with the metric's resize: bilinear, antialiased, ``align_corners=False``."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if m.shape[-2:] == size:
         return m
-    return F.interpolate(m, size=size, mode="bilinear", antialias=True, align_corners=False)
+    one = m.dim() == 3
+    out = F.interpolate(
+        m[None] if one else m, size=size, mode="bilinear", antialias=True, align_corners=False
+    )
+    return out[0] if one else out
+
+
+LUMA = (0.299, 0.587, 0.114)  # BT.601 weights of R, G, B
+
+
+def luma(x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """BT.601 luma of RGB images: a tensor's channels are its dim -3, (..., 3, H, W) ->
+    (..., 1, H, W); an array's are its last axis, (..., 3) -> (...)."""
+    if isinstance(x, torch.Tensor):
+        w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(3, 1, 1)
+        return (x * w).sum(-3, keepdim=True)
+    return x @ np.asarray(LUMA, dtype=np.float32)
 
 
 # Files above this many pixels (width x height, read from the header) are refused before any

@@ -1,8 +1,8 @@
 """A sample face the package may redistribute: scikit-image's ``astronaut`` (public domain).
 
 NASA portrait of Eileen Collins, shipped inside the scikit-image wheel (``pip install
-"ifqa-loss[examples]"``). :func:`align_face` warps any photo to the FFHQ 512 template from five
-landmarks with a least-squares similarity and kornia's ``warp_affine``.
+"ifqa-loss[examples]"``), aligned to the FFHQ template from five landmarks marked by hand
+(:func:`ifqa_loss.align.align_face`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .masks import similarity_from_points, template_landmarks
+from .align import align_face
 
 # (x, y) in the 512x512 astronaut image: image-left eye, image-right eye, nose tip,
 # image-left and image-right mouth corners (marked by hand on a zoomed view).
@@ -21,28 +21,6 @@ ASTRONAUT_LANDMARKS = (
     (202.0, 140.0),
     (244.5, 140.5),
 )
-
-
-def align_face(image: torch.Tensor, landmarks: torch.Tensor, size: int = 512) -> torch.Tensor:
-    """Warp faces to the FFHQ-aligned template.
-
-    Args:
-        image: (B, 3, H, W) float images.
-        landmarks: (B, 5, 2) (x, y) pixel coordinates in ``image`` (eyes, nose, mouth corners).
-        size: side of the aligned output.
-
-    Returns:
-        (B, 3, size, size) aligned crops (bilinear; outside the photo: edge pixels repeated).
-    """
-    from kornia.geometry.transform import warp_affine
-
-    dst = template_landmarks(
-        size, batch_size=image.shape[0], device=image.device, dtype=image.dtype
-    )
-    m = similarity_from_points(landmarks.to(image), dst)
-    return warp_affine(
-        image, m, (size, size), mode="bilinear", padding_mode="border", align_corners=True
-    )
 
 
 def astronaut_face(size: int = 512) -> torch.Tensor:

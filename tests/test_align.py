@@ -204,11 +204,9 @@ def test_alignment_recovers_a_known_similarity(ffhq512, ffhq_face, angle, scale)
 
 @needs_extra
 def test_template_recipe_is_the_samples_alignment(ffhq512, ffhq_face):
-    from ifqa_loss.samples import align_face
-
     out = align.align_faces(ffhq512, [ffhq_face], size=256, recipe="template", padding="border")
     x = torch.from_numpy(ffhq512).permute(2, 0, 1)[None].float()
-    ref = align_face(x, torch.from_numpy(ffhq_face.landmarks5)[None], 256)[0]
+    ref = align.align_face(x, torch.from_numpy(ffhq_face.landmarks5)[None], 256)[0]
     ref = ref.permute(1, 2, 0).round().clamp(0, 255).numpy()
     assert np.abs(out[0].crop.astype(float) - ref).max() <= 1.0
     on_crop = out[0].landmarks68

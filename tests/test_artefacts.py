@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from ifqa_loss.faces.degrade import gaussian_blur, quantize, unsharp
 from ifqa_loss.train import data as data_module
 from ifqa_loss.train.artefacts import (
     ARTEFACTS,
@@ -20,11 +21,9 @@ from ifqa_loss.train.artefacts import (
     oversmooth,
     random_artefact,
     ringing,
-    unsharp,
 )
 from ifqa_loss.train.config import DataConfig, DegradationConfig, config_from_dict
 from ifqa_loss.train.data import FaceStream, psnr
-from ifqa_loss.train.degradations import gaussian_blur, quantize
 
 
 def textured(size: int = 64, seed: int = 0) -> np.ndarray:

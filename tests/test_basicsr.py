@@ -48,7 +48,7 @@ def lite_weights(tmp_path_factory) -> str:
     """Random ``ifqa-lite`` weights under a name the registry's digest check does not apply to."""
     from safetensors.torch import save_file
 
-    from ifqa_loss.models import create_model
+    from ifqa_loss import create_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ifqa") / "random-ifqa-lite.safetensors"
@@ -127,10 +127,11 @@ def test_core_package_does_not_import_basicsr():
 def test_build_loss_and_call_as_gfpgan(opt, lite_weights):
     """``build_loss`` from a YAML dict; ``cri(output, gt)`` on 512x512 [-1, 1] tensors."""
     from basicsr.losses import build_loss
+    from basicsr.utils.registry import LOSS_REGISTRY
 
     opt = OrderedDict(opt, input_range=[-1, 1], **_ifqa_keys(lite_weights))
     cri = build_loss(opt)
-    assert type(cri).__name__ == opt["type"]
+    assert type(cri) is LOSS_REGISTRY.get(opt["type"])  # the YAML name finds our class
     torch.manual_seed(1)
     output = (torch.rand(1, 3, 512, 512) * 2 - 1).requires_grad_()
     gt = torch.rand(1, 3, 512, 512) * 2 - 1
@@ -446,7 +447,7 @@ def test_discriminator_arch_matches_the_loaded_model_and_trains(lite_weights):
     pretrained false: other logits; never frozen; the IFQA network's state-dict keys."""
     from basicsr.archs import build_network
 
-    from ifqa_loss.models import create_model
+    from ifqa_loss import create_model
     from ifqa_loss.preprocess import to_model_input
     from ifqa_loss.weights import load_discriminator
 
@@ -740,3 +741,17 @@ def test_shipped_options_build_the_discriminator_and_its_loss(path, input_range)
     for metric in opt.get("val", {}).get("metrics", {}).values():
         if metric["type"] == "calculate_ifqa":
             assert metric.get("model", "auto") not in ("auto", net.model_name), metric
+
+
+def test_wrapper_class_names_differ_from_the_core_but_yaml_names_stay():
+    """``type: IFQALoss`` in a YAML builds the BasicSR wrapper, whose class has its own name,
+    so ``ifqa_loss.IFQALoss`` is one class with one constructor."""
+    from basicsr.utils.registry import LOSS_REGISTRY
+
+    import ifqa_loss
+    from ifqa_loss.integrations import basicsr as glue
+
+    registered = LOSS_REGISTRY.get("IFQALoss")  # (a reload elsewhere may leave an older copy)
+    assert registered.__name__ == "BasicSRIFQALoss" and registered.__module__ == glue.__name__
+    assert issubclass(registered, ifqa_loss.IFQALoss) and registered is not ifqa_loss.IFQALoss
+    assert not hasattr(glue, "IFQALoss")

@@ -205,6 +205,23 @@ def test_missing_paths_are_reported_before_the_model_loads(folder, monkeypatch, 
     assert f"{typo}\tERROR" in captured.out
 
 
+def test_a_type_error_inside_a_command_is_a_bug_not_a_usage_error(tmp_path, monkeypatch, capsys):
+    """Only bad input (and argparse's own usage errors) exit with 2; a TypeError raised by the
+    code of a command propagates with its traceback instead of passing for a usage error."""
+    import ifqa_loss.cli.models as models
+
+    def broken(args):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(models, "cmd_models", broken)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        main(["models"])
+    assert "ifqa models:" not in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["models", "--no-such-option"])
+    assert usage.value.code == EXIT_USAGE
+
+
 def test_auto_fallback_is_said_once_in_the_model_line(
     folder, tmp_path, monkeypatch, caplog, capsys
 ):

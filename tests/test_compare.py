@@ -23,7 +23,7 @@ from conftest import BrightnessD
 from ifqa_loss import IFQAMetric
 from ifqa_loss.cli import build_parser
 from ifqa_loss.cli.compare import cmd_compare
-from ifqa_loss.report import _bootstrap_ci, compare
+from ifqa_loss.compare.comparison import _bootstrap_ci, compare
 
 # Grey level of each method's output per face. BrightnessD scores a flat grey image v as
 # sigmoid(8 * (v / 127.5 - 1)), so brighter is better and the expected results are exact.

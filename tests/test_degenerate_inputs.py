@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ifqa_loss import IFQALoss, IFQAMetric
-from ifqa_loss.flags import (
+from ifqa_loss.files.flags import (
     NEAR_CONSTANT,
     NEAR_CONSTANT_STD,
     NO_FACE,
@@ -24,7 +24,7 @@ from ifqa_loss.flags import (
     luminance_std,
     near_constant,
 )
-from ifqa_loss.heatmap import colorize
+from ifqa_loss.files.heatmap import colorize
 from ifqa_loss.loss import FORMS
 from ifqa_loss.preprocess import (
     DEFAULT_MAX_PIXELS,
@@ -312,7 +312,7 @@ def test_score_command_flags_and_limit(tmp_path, capsys):
 def test_compare_counts_near_constant_outputs(tmp_path, metric):
     import csv
 
-    from ifqa_loss.report import compare
+    from ifqa_loss.compare.comparison import compare
 
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from ifqa_loss import IFQAMetric
+from ifqa_loss._io import list_images
+from ifqa_loss.faces.images import load_face, split_faces
 from ifqa_loss.train.config import load_config
-from ifqa_loss.train.data import list_images, load_face, split_faces
 from ifqa_loss.train.degenerate import PALETTE, degenerate_test_set, load_photo
 from ifqa_loss.train.validation import TEST_BACKGROUNDS, evaluate, format_degenerate
 

@@ -19,7 +19,7 @@ def test_finetune_example_runs_both_branches(tmp_path, capsys):
     )
     from safetensors.torch import save_file
 
-    from ifqa_loss.models import create_model
+    from ifqa_loss import create_model
 
     torch.manual_seed(0)
     weights = tmp_path / "random-ifqa-lite.safetensors"

@@ -10,7 +10,7 @@ import torch
 
 from ifqa_loss import IFQAMetric
 from ifqa_loss.gate import GATE_SIZE, FaceGate, flat_statistics
-from ifqa_loss.train.gate import (
+from ifqa_loss.train.face_gate import (
     GateConfig,
     export_gate,
     make_pool,
@@ -181,7 +181,7 @@ def test_recipe_changes_faces_and_non_face_crops_alike():
     """Fading lowers contrast with a warm cast; occlusion covers part of the face only; the
     non-face crops go through the faces' appearance changes (here: always gray), the flat
     kinds do not."""
-    from ifqa_loss.train.gate import fade, make_negative, occlude
+    from ifqa_loss.train.face_gate import fade, make_negative, occlude
 
     rng = np.random.default_rng(0)
     img = rng.random((64, 64, 3)).astype(np.float32)

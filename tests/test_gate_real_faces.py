@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from ifqa_loss import IFQAMetric
-from ifqa_loss.flags import NEAR_CONSTANT, NO_FACE
+from ifqa_loss._io import list_images
+from ifqa_loss.compare.comparison import compare
+from ifqa_loss.faces.images import split_faces
+from ifqa_loss.files.flags import NEAR_CONSTANT, NO_FACE
 from ifqa_loss.gate import FACE_THRESHOLD
-from ifqa_loss.report import compare
 from ifqa_loss.train.config import load_config
-from ifqa_loss.train.data import list_images, split_faces
-from ifqa_loss.train.gate import face_files
+from ifqa_loss.train.face_gate import face_files
 from ifqa_loss.train.gate_faces import (
     REAL_TRAIN,
     TARGET_KINDS,

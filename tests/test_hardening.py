@@ -228,8 +228,8 @@ def test_resume_is_exact_with_persistent_attacks(tmp_path):
 def test_harden_config_keeps_judge_faces_and_held_out_faces_out():
     from test_train import faces_dir
 
+    from ifqa_loss.faces.images import split_faces
     from ifqa_loss.train.config import load_config
-    from ifqa_loss.train.data import split_faces
 
     root = faces_dir()
     if root is None or not (root / "more").is_dir():

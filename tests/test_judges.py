@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ifqa_loss.audit import judges as J
-from ifqa_loss.train.validation import degrade
+from ifqa_loss.faces.degrade import degrade
 
 FACES = ("00000.png", "00004.png")  # FFHQ faces from the shared folder (gpen/ffhq-10)
 HEAVY = (("blur", 2.5), ("noise", 25.0), ("jpeg", 10.0))
@@ -31,7 +31,7 @@ def _judge_or_skip(name: str) -> J.Judge:
 @pytest.fixture(scope="module")
 def ffhq(faces_dir) -> dict[int, torch.Tensor]:
     """Two clean FFHQ faces at 128 and 256 px, (2, 3, S, S) in [0, 1]."""
-    from ifqa_loss.train.data import load_face
+    from ifqa_loss.faces.images import load_face
 
     paths = [faces_dir / "gpen" / "ffhq-10" / f for f in FACES]
     return {s: torch.stack([load_face(p, s) for p in paths]) for s in (128, 256)}

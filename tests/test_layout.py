@@ -1,4 +1,5 @@
-"""The package's import graph, read from the source: imports run one way and never in a circle."""
+"""The package's import graph, read from the source: a core that imports no tool, imports that
+run one way and never in a circle, optional frameworks only in their integrations."""
 
 from __future__ import annotations
 
@@ -6,11 +7,17 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "ifqa_loss"
-# The base (networks, weights, preprocessing, masks, pictures, result files) knows nothing of
-# what is built on it (the losses, the metric, the commands, training, integrations, the audit).
-BASE = ("models", "weights", "preprocess", "masks", "_io", "heatmap")
-ABOVE = ("loss", "metric", "adversarial", "scoring", "report", "cli", "train", "integrations")
-ABOVE += ("audit",)
+# The core: what a user of the loss, the metric and the GAN term needs. It imports nothing
+# from the tools around it, so it can be read (and used) alone.
+CORE = ("", "_holder", "_io", "models", "weights", "preprocess", "regions", "masks", "gate")
+CORE += ("loss", "metric", "adversarial", "balance", "files", "align", "samples")
+# The tools: commands, the compare report, the audit, the trainer and the framework glue.
+TOOLS = ("cli", "compare", "faces", "audit", "train", "integrations")
+# Within the core, the base knows nothing of the modules built on it.
+BASE = ("models", "weights", "preprocess", "regions", "masks", "gate", "_io")
+ABOVE = ("loss", "metric", "adversarial", "files")
+# Optional frameworks: only their integration modules import them.
+FRAMEWORKS = ("basicsr", "gfpgan", "pyiqa", "lightning", "pytorch_lightning", "torchmetrics")
 
 
 def _modules() -> dict[str, Path]:
@@ -59,19 +66,37 @@ def _under(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def test_the_base_imports_nothing_built_on_it():
+def _edges(sources: tuple[str, ...], targets: tuple[str, ...]) -> list[str]:
     mods = _modules()
-    upward = [
+    return [
         f"{m} -> {t}"
         for m, f in mods.items()
-        if _under(m, BASE)
+        if _under(m, sources)
         for t in _imports(m, f, mods, top_level_only=False)
-        if _under(t, ABOVE)
+        if _under(t, targets)
     ]
-    assert upward == []
+
+
+def test_every_module_is_core_or_a_tool():
+    assert [m for m in _modules() if not _under(m, CORE + TOOLS)] == []
+
+
+def test_the_core_imports_no_tool():
+    assert _edges(CORE, TOOLS) == []
     # The graph was read: known edges are there, a lazy import (inside a function) included.
+    mods = _modules()
     assert {"masks", "preprocess"} <= _imports("loss", mods["loss"], mods, top_level_only=True)
+    assert "files.scoring" in _imports("metric", mods["metric"], mods, top_level_only=False)
     assert "metric" in _imports("cli.score", mods["cli.score"], mods, top_level_only=False)
+
+
+def test_the_base_imports_nothing_built_on_it():
+    assert _edges(BASE, ABOVE) == []
+
+
+def test_the_audit_and_the_trainer_do_not_import_each_other():
+    assert _edges(("audit",), ("train",)) == []
+    assert _edges(("train",), ("audit",)) == []
 
 
 def test_no_import_cycle_at_module_level():
@@ -92,12 +117,13 @@ def test_no_import_cycle_at_module_level():
         visit(m, [])
 
 
-def test_only_integrations_import_basicsr():
+def test_only_integrations_import_the_frameworks():
     users = sorted(
-        str(f.relative_to(PKG))
+        f"{f.relative_to(PKG)}: {n}"
         for f in PKG.rglob("*.py")
         if "integrations" not in f.relative_to(PKG).parts
         for node in ast.walk(ast.parse(f.read_text(encoding="utf-8")))
-        if any(n.split(".")[0] == "basicsr" for n in _imported(node, ["?"]))
+        for n in _imported(node, ["?"])
+        if n.split(".")[0] in FRAMEWORKS
     )
     assert users == []

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from ifqa_loss.audit.outlines import dark_edges
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from dark_outlines import dark_edges
 
 
 def _face() -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from ifqa_loss.audit.restorer import UNetRestorer
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -20,6 +18,9 @@ def _benchmark(name: str):
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+UNetRestorer = _benchmark("restorer_study").UNetRestorer
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ifqa_loss.cli import EXIT_ALL_FAILED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
-from ifqa_loss.heatmap import colorize
+from ifqa_loss.files.heatmap import colorize
 
 LITE = ["--model", "ifqa-lite", "--device", "cpu"]
 

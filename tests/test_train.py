@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from ifqa_loss.faces import degrade as plain
+from ifqa_loss.faces.degrade import degrade
+from ifqa_loss.faces.images import load_face, split_faces
 from ifqa_loss.masks import face_region_masks, template_landmarks
 from ifqa_loss.models.base import Discriminator
 from ifqa_loss.models.cnn import IFQACNN
@@ -34,7 +37,7 @@ from ifqa_loss.train.config import (
     config_from_dict,
     load_config,
 )
-from ifqa_loss.train.data import FaceStream, load_face, shard_index, split_faces
+from ifqa_loss.train.data import FaceStream, shard_index
 from ifqa_loss.train.fpr import mix, swap_masks, weighted_bce
 from ifqa_loss.train.generator import RestorationGenerator
 from ifqa_loss.train.trainer import (
@@ -43,7 +46,7 @@ from ifqa_loss.train.trainer import (
     load_checkpoint,
     train,
 )
-from ifqa_loss.train.validation import FAMILIES, degrade, evaluate, meets_targets
+from ifqa_loss.train.validation import FAMILIES, evaluate, meets_targets
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "ifqa_loss" / "bundled" / "ifqa-lite.safetensors"
@@ -178,7 +181,7 @@ def _hf_energy(img: np.ndarray) -> float:
 
 
 def test_validation_families_grow_with_strength():
-    img = D.quantize(synthetic_face(128, 1))
+    img = plain.quantize(synthetic_face(128, 1))
     for fam in FAMILIES:
         assert np.array_equal(degrade(img, fam.name, fam.levels[0]), img), fam.name
         errs = [np.abs(degrade(img, fam.name, lv) - img).mean() for lv in fam.levels]
@@ -510,7 +513,7 @@ def test_heatmap_is_lower_where_the_eyes_were_blurred(source):
     img = rgb.astype(np.float32) / 255
     eyes = face_region_masks(None, s, ("eyes",))[0, 0].numpy()
     sel = (eyes > 0.2).astype(np.float32)[..., None]
-    blurred = D.gaussian_blur(img, 3.0 * s / 512 * 2)
+    blurred = plain.gaussian_blur(img, 3.0 * s / 512 * 2)
     degraded = sel * blurred + (1 - sel) * img
     metric = IFQAMetric(model="ifqa-lite", weights=BUNDLED, device="cpu")
     x = torch.from_numpy(np.stack([img, degraded]).transpose(0, 3, 1, 2).copy())
@@ -534,7 +537,7 @@ def test_heatmap_is_lower_where_the_eyes_were_blurred(source):
 def test_validate_main_prints_a_table_and_json(tmp_path, capsys):
     import json
 
-    from ifqa_loss.train.cli import validate_main
+    from ifqa_loss.cli.train import validate_main
 
     root = faces_dir()
     if root is None:
@@ -562,7 +565,7 @@ def test_validate_main_prints_a_table_and_json(tmp_path, capsys):
 
 
 def test_cli_reports_bad_configs(tmp_path, capsys):
-    from ifqa_loss.train.cli import train_main
+    from ifqa_loss.cli.train import train_main
 
     assert train_main(["--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
     bad = tmp_path / "bad.yaml"
@@ -697,8 +700,7 @@ def test_split_faces_excludes_patterns_from_both_sides(tmp_path):
 
 
 def test_training_faces_take_the_same_image_extensions_as_scoring(tmp_path):
-    from ifqa_loss._io import IMAGE_EXTS
-    from ifqa_loss.train.data import list_images
+    from ifqa_loss._io import IMAGE_EXTS, list_images
 
     for ext in (".png", ".JPG", ".tif", ".tiff", ".webp"):  # listing goes by name only
         (tmp_path / f"face{ext}").write_bytes(b"")

@@ -5,8 +5,9 @@ The package's parts:
 - :mod:`.measures`: the audit itself (the degradations, settings A/B/C, the measures, the verdict);
 - :mod:`.restorer`: the small restorer and the paired fine-tuning of setting C;
 - :mod:`.identity`: the optional identity distance (dlib face embeddings);
-- :mod:`.report`: the table, the picture grid and the JSON of a finished audit;
-- :mod:`.command`: the ``ifqa audit`` command line (faces, options, output files).
+- :mod:`.report`: the table, the picture grid and the JSON of a finished audit.
+
+The ``ifqa audit`` command line (faces, options, output files) is :mod:`ifqa_loss.cli.audit`.
 
 The names importable from ``ifqa_loss.audit`` before it became a package are re-exported here.
 """

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..train.data import resize_antialiased
-from ..train.validation import degrade
+from ..faces.degrade import degrade
+from ..preprocess import luma, resize_map
 from .judges import JUDGE_NAMES, Judge
 from .restorer import TinyRestorer, fine_tune_pair, train_l1
 
@@ -58,7 +58,7 @@ class AuditDegradation:
     """One degradation of the audit's fixed set, at the audit size."""
 
     name: str
-    family: str  # a family of ifqa_loss.train.validation.degrade
+    family: str  # a family of ifqa_loss.faces.degrade.degrade
     level: float
     label: str
 
@@ -134,7 +134,7 @@ class Cases:
 
 def prepare_faces(faces: Sequence[torch.Tensor], size: int) -> torch.Tensor:
     """(3, H, W) faces in [0, 1] -> (N, 3, size, size), antialiased resize, 8-bit grid."""
-    out = [quantize_t(resize_antialiased(f.float().clamp(0, 1), size)) for f in faces]
+    out = [quantize_t(resize_map(f.float().clamp(0, 1), size)) for f in faces]
     return torch.stack(out)
 
 
@@ -169,16 +169,11 @@ def make_cases(clean: torch.Tensor, opts: AuditOptions) -> Cases:
 # --- measures the loss never sees ------------------------------------------------------------
 
 
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
-
-
 def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
     """(B,) mean Sobel gradient magnitude of the grayscale image."""
     import kornia
 
-    return kornia.filters.sobel(_gray(x)).mean((1, 2, 3))
+    return kornia.filters.sobel(luma(x)).mean((1, 2, 3))
 
 
 def psnr_ssim(x: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -554,7 +549,7 @@ def run_audit(
     bar.close()
     out.images = {"clean": cases.clean, "degraded": cases.degraded, **out.images}
     out.images.update(
-        {k: resize_antialiased(v, opts.size) for k, v in out.images.items() if k.startswith("C")}
+        {k: resize_map(v, opts.size) for k, v in out.images.items() if k.startswith("C")}
     )
     return {
         "options": asdict(opts),

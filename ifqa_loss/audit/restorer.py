@@ -40,62 +40,6 @@ class TinyRestorer(nn.Module):
         return x + self.body(x)
 
 
-def _conv_block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
-    )  # fmt: skip
-
-
-class _ResBlock(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(c, c, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(c, c, 3, padding=1),
-        )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-class UNetRestorer(nn.Module):
-    """A small U-Net with most of its parameters at low resolution: output = input + f(input).
-
-    Four levels (full, 1/2, 1/4, 1/8 resolution; ``width`` x 1, 2, 4, 8 channels), residual
-    blocks at 1/8, skip connections by concatenation. With ``width=16``: 1.9 M parameters, 90%
-    of them at 1/4 and 1/8. The last convolution starts at zero (an untrained net is the
-    identity); the output is not clamped. Sides must be multiples of 8.
-
-    Shape:
-        (B, 3, H, W) in [0, 1] -> same.
-    """
-
-    def __init__(self, width: int = 16, blocks: int = 4) -> None:
-        super().__init__()
-        c = [width, 2 * width, 4 * width, 8 * width]
-        self.enc = nn.ModuleList([_conv_block(3, c[0])])
-        self.enc.extend(_conv_block(c[i], c[i + 1]) for i in range(3))
-        self.mid = nn.Sequential(*(_ResBlock(c[3]) for _ in range(blocks)))
-        self.up = nn.ModuleList(nn.ConvTranspose2d(c[i + 1], c[i], 2, stride=2) for i in range(3))
-        self.dec = nn.ModuleList(_conv_block(2 * c[i], c[i]) for i in range(3))
-        self.out = nn.Conv2d(c[0], 3, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] % 8 or x.shape[-2] % 8:
-            raise ValueError(f"UNetRestorer needs sides that are multiples of 8, got {x.shape}")
-        skips, h = [], x
-        for i, block in enumerate(self.enc):
-            h = block(h if i == 0 else F.avg_pool2d(h, 2))
-            skips.append(h)
-        h = self.mid(h)
-        for i in (2, 1, 0):
-            h = self.dec[i](torch.cat([self.up[i](h), skips[i]], 1))
-        return x + self.out(h)
-
-
 def train_l1(net: nn.Module, next_batch: Callable[[], Batch], steps: int, lr: float) -> None:
     """Pre-train ``net`` with L1 to the clean face for ``steps`` Adam steps (in place)."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)

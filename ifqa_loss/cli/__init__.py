@@ -1,10 +1,13 @@
 """The ``ifqa`` console command: one module per command, loaded only when that command runs.
 
 - ``score``: :mod:`ifqa_loss.cli.score`;
-- ``compare``: :mod:`ifqa_loss.cli.compare` (the report itself is :mod:`ifqa_loss.report`);
-- ``audit``: :mod:`ifqa_loss.audit.command`;
+- ``compare``: :mod:`ifqa_loss.cli.compare` (the report itself:
+  :mod:`ifqa_loss.compare.comparison`);
+- ``audit``: :mod:`ifqa_loss.cli.audit` (the audit itself is :mod:`ifqa_loss.audit`);
 - ``models``, ``convert``: :mod:`ifqa_loss.cli.models`;
-- ``train``, ``validate``: :mod:`ifqa_loss.train.cli` (which parses its own options).
+- ``train``, ``validate``: :mod:`ifqa_loss.cli.train` (which parses its own options).
+
+Exit codes: :mod:`ifqa_loss.cli.exits`.
 
 ``ifqa --help`` imports none of them (nor torch): each sub-parser is filled in only for the
 command on the command line.
@@ -17,7 +20,7 @@ import importlib
 import logging
 import sys
 
-from .score import EXIT_ALL_FAILED, EXIT_NO_FACE, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+from .exits import EXIT_ALL_FAILED, EXIT_NO_FACE, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 
 __all__ = [
     "EXIT_ALL_FAILED",
@@ -38,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "compare face-restoration methods in an HTML report",
     ),
     "audit": (
-        "ifqa_loss.audit.command",
+        "ifqa_loss.cli.audit",
         "configure",
         "does minimising the loss make faces better, or does it fool the discriminator?",
     ),
@@ -53,7 +56,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "convert a .pth checkpoint to .safetensors",
     ),
 }
-# Handed over whole to ifqa_loss.train.cli, whose parsers own their options (and -h).
+# Handed over whole to ifqa_loss.cli.train, whose parsers own their options (and -h).
 TRAINER_COMMANDS = {"train": "train a new discriminator", "validate": "validate one"}
 
 
@@ -96,9 +99,9 @@ def _log_level(verbose: bool) -> None:
 
 
 def _run_trainer(name: str, rest: list[str]) -> int:
-    from ..train import cli as train_cli
+    from . import train
 
-    entry = train_cli.train_main if name == "train" else train_cli.validate_main
+    entry = train.train_main if name == "train" else train.validate_main
     return entry(rest)
 
 
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         library_log.addFilter(_said_in_model_line)  # for this command only
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, TypeError) as e:
+    except (FileNotFoundError, ValueError) as e:  # bad input; a TypeError is a bug: it propagates
         print(f"ifqa {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
     finally:

@@ -1,4 +1,4 @@
-"""``ifqa compare``: the command line of :func:`ifqa_loss.report.compare`."""
+"""``ifqa compare``: the command line of :func:`ifqa_loss.compare.comparison.compare`."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .exits import EXIT_ALL_FAILED, EXIT_OK, EXIT_USAGE
 from .score import add_max_pixels, model_line
-
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_ALL_FAILED = 4
 
 DESCRIPTION = (
     "Score the same faces restored by several methods (one folder per method, files "
@@ -49,7 +46,7 @@ def configure(c: argparse.ArgumentParser) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run ``ifqa compare``: 0 written, 2 usage error, 4 no face readable in every folder."""
-    from ..report import LINKED_PAGE, PAGE, _fmt, compare
+    from ..compare.comparison import LINKED_PAGE, PAGE, _fmt, compare
 
     if args.max_pixels is not None:  # before cv2 loads: OpenCV reads its own limit once
         from ..preprocess import limit_opencv
@@ -68,7 +65,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_pixels=args.max_pixels,
         )
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"ifqa compare: {e}", file=sys.stderr)
         return EXIT_USAGE
     meta = summary["meta"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-EXIT_OK = 0
+from .exits import EXIT_OK
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -9,14 +9,15 @@ import statistics
 import sys
 from pathlib import Path
 
-from .._io import IMAGE_EXTS, atomic_write_text, strict_json
-
-# Exit codes of `ifqa score`.
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_SOME_FAILED = 3
-EXIT_ALL_FAILED = 4
-EXIT_NO_FACE = 5  # --align: every file was read, but some photos had no face
+from .._io import IMAGE_EXTS, atomic_write_text, list_images, strict_json
+from .exits import (
+    EXIT_ALL_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_FACE,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+)
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
@@ -27,6 +28,7 @@ def _expand(inputs: list[str], recursive: bool) -> tuple[list[str], list[str]]:
     Files named explicitly are always tried (an unreadable one becomes an error record).
     Inside folders and glob matches, only image extensions (``IMAGE_EXTS``) are taken; other
     files are returned as skipped, so a log or a CSV beside the images is not a failure.
+    Hidden files (and, in folders, hidden sub-folders) are passed over.
     """
     out: list[str] = []
     skipped: list[str] = []
@@ -40,7 +42,8 @@ def _expand(inputs: list[str], recursive: bool) -> tuple[list[str], list[str]]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            take(str(f) for f in (p.rglob("*") if recursive else p.iterdir()))
+            found = list_images(p, ["**/*"] if recursive else ["*"], skipped)
+            out.extend(sorted(map(str, found)))
         elif not p.exists() and any(ch in item for ch in "*?["):
             take(glob.glob(item, recursive=recursive))
         else:
@@ -66,7 +69,7 @@ def _heatmap_writer(folder: str, names: dict[str, str], limit: dict):
     """``on_batch`` callback writing ``<name>_map.png`` and ``<name>_overlay.png`` per face;
     ``limit``: the ``max_pixels`` keyword of the run, if given."""
     from .._io import atomic_write_image as save
-    from ..heatmap import colorize, overlay
+    from ..files.heatmap import colorize, overlay
     from ..preprocess import read_image_bgr
 
     out = Path(folder)
@@ -96,7 +99,7 @@ def _photo_heatmap_writer(folder: str, names: dict[str, str], crop_size: int, li
 
     from .._io import atomic_write_image as save
     from ..align import paste_heatmaps
-    from ..heatmap import colorize
+    from ..files.heatmap import colorize
     from ..preprocess import read_image_bgr
 
     out = Path(folder)
@@ -221,7 +224,7 @@ def _group_by_file(records: list[dict], align: bool) -> list[list[dict]]:
 def _score_all(args, metric, paths: list[str], rank: int, world: int, align) -> list[dict]:
     """Score this rank's share of ``paths`` (every world-th file from rank); with torchrun,
     gather every rank's records in input order (all ranks get them)."""
-    from ..scoring import default_workers
+    from ..files.scoring import default_workers
 
     mine = list(range(rank, len(paths), world))
     on_batch = None
@@ -315,7 +318,7 @@ def _summarise(records: list[dict], skipped: list[str], align: bool) -> dict:
 
 def _flag_lines(records: list[dict], summary: dict) -> None:
     """Count the flagged inputs into ``summary["flagged"]`` and print one line per kind."""
-    from ..flags import FLAGS, flag_summary
+    from ..files.flags import FLAGS, flag_summary
 
     summary["flagged"] = {f: sum(r.get("flag") == f for r in records) for f in FLAGS}
     for line in flag_summary(records):
@@ -413,7 +416,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         records = _score_all(args, metric, paths, rank, world, align)
     except KeyboardInterrupt:
         print("ifqa score: interrupted; no result file was written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     code = _exit_code(records)
     if rank != 0:
         return code

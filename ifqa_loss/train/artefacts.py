@@ -21,24 +21,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..faces.degrade import check_rgb, clip01, quantize, unsharp
+from ..preprocess import luma
 from .config import DegradationConfig
-from .degradations import _check, _uniform, gaussian_blur, quantize
+from .degradations import _uniform
 
 ARTEFACTS = ("unsharp", "ringing", "cast", "smooth", "checker")  # order of artefact_weights
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-def _clip(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, 0.0, 1.0).astype(np.float32)
-
-
-def unsharp(img: np.ndarray, sigma: float, amount: float) -> np.ndarray:
-    """Unsharp mask ``img + amount * (img - gaussian_blur(img, sigma))``, clipped (halos).
-
-    ``amount`` 0 returns the image unchanged.
-    """
-    _check(img)
-    return _clip(img + np.float32(amount) * (img - gaussian_blur(img, sigma)))
 
 
 def ringing(img: np.ndarray, cutoff: float) -> np.ndarray:
@@ -49,7 +37,7 @@ def ringing(img: np.ndarray, cutoff: float) -> np.ndarray:
     mirrored to twice its size (symmetric padding, as a DCT does), so that the periodic
     wrap-around adds no edges of its own; cropped back afterwards.
     """
-    _check(img)
+    check_rgb(img)
     h, w = img.shape[:2]
     pad = np.pad(img, ((0, h), (0, w), (0, 0)), mode="symmetric")
     fy = np.fft.fftfreq(2 * h)[:, None] / 0.5  # in units of Nyquist
@@ -57,7 +45,7 @@ def ringing(img: np.ndarray, cutoff: float) -> np.ndarray:
     keep = (fy**2 + fx**2) <= float(cutoff) ** 2
     spec = np.fft.rfft2(pad, axes=(0, 1)) * keep[..., None]
     out = np.fft.irfft2(spec, s=(2 * h, 2 * w), axes=(0, 1))
-    return _clip(out[:h, :w])
+    return clip01(out[:h, :w])
 
 
 def colour_cast(img: np.ndarray, shift: Sequence[float], dark_weight: float) -> np.ndarray:
@@ -67,11 +55,11 @@ def colour_cast(img: np.ndarray, shift: Sequence[float], dark_weight: float) -> 
     ``(1 - dark_weight) + dark_weight * (1 - luma) ** 2`` (BT.601 luma), so 0 is a uniform cast
     and 1 a cast that fades out in highlights, like the magenta/green casts in dark hair.
     """
-    _check(img)
+    check_rgb(img)
     d = float(dark_weight)
-    weight = (1.0 - d) + d * (1.0 - img @ _LUMA) ** 2
+    weight = (1.0 - d) + d * (1.0 - luma(img)) ** 2
     offset = np.asarray(shift, dtype=np.float32).reshape(3) / np.float32(255.0)
-    return _clip(img + weight[..., None].astype(np.float32) * offset)
+    return clip01(img + weight[..., None].astype(np.float32) * offset)
 
 
 def oversmooth(img: np.ndarray, sigma_color: float, sigma_space: float) -> np.ndarray:
@@ -80,7 +68,7 @@ def oversmooth(img: np.ndarray, sigma_color: float, sigma_space: float) -> np.nd
     ``sigma_color`` in intensity units of the [0, 1] image; ``sigma_space`` in pixels; the
     filter diameter is ``2 * ceil(1.5 * sigma_space) + 1``; reflected borders.
     """
-    _check(img)
+    check_rgb(img)
     d = 2 * math.ceil(1.5 * float(sigma_space)) + 1
     out = cv2.bilateralFilter(
         np.ascontiguousarray(img),
@@ -89,7 +77,7 @@ def oversmooth(img: np.ndarray, sigma_color: float, sigma_space: float) -> np.nd
         float(sigma_space),
         borderType=cv2.BORDER_REFLECT_101,
     )
-    return _clip(out)
+    return clip01(out)
 
 
 def checkerboard(
@@ -101,7 +89,7 @@ def checkerboard(
     ``colour`` (3 values, e.g. signs: ``(1, -1, 1)`` is a magenta/green pattern); clipped.
     Period 1 puts all of the pattern's energy at the Nyquist frequency.
     """
-    _check(img)
+    check_rgb(img)
     p = int(period)
     if p < 1:
         raise ValueError(f"checkerboard period must be >= 1, got {period}")
@@ -109,7 +97,7 @@ def checkerboard(
     yy, xx = np.mgrid[0:h, 0:w]
     sign = np.where((yy // p + xx // p) % 2 == 0, 1.0, -1.0).astype(np.float32)
     scale = np.asarray(colour, dtype=np.float32).reshape(3) * np.float32(amplitude / 255.0)
-    return _clip(img + sign[..., None] * scale)
+    return clip01(img + sign[..., None] * scale)
 
 
 def random_artefact(
@@ -121,7 +109,7 @@ def random_artefact(
         ``(out, params)``: the (H, W, 3) float32 result (on the 8-bit grid when
         ``cfg.quantize``) and e.g. ``{"artefact": "unsharp", "sigma": 2.1, "amount": 1.4}``.
     """
-    _check(img)
+    check_rgb(img)
     w = np.asarray(cfg.artefact_weights, float)
     name = ARTEFACTS[int(rng.choice(len(ARTEFACTS), p=w / w.sum()))]
     p: dict[str, Any] = {"artefact": name}

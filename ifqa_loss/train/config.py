@@ -31,7 +31,7 @@ def relative_roots_base() -> Path:
 
 
 @dataclass
-class ModelConfig:
+class NetworkSpec:
     """The discriminator: ``IFQACNN(width, native_size)``; width 1.0 is the published network."""
 
     width: float = 0.25
@@ -276,7 +276,7 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: NetworkSpec = field(default_factory=NetworkSpec)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     data: DataConfig = field(default_factory=DataConfig)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)

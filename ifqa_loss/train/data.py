@@ -10,7 +10,6 @@ takes every ``world``-th index starting at ``r``, so ranks see disjoint faces wi
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,75 +17,14 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from .._io import IMAGE_EXTS
+from ..faces.images import load_face
+from ..preprocess import luma, resize_map
 from .artefacts import random_artefact
 from .config import DataConfig, DegradationConfig
 from .degenerate import random_degenerate
 from .degradations import random_degradation
-
-
-def resize_antialiased(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Square resize with the metric's resize: bilinear, antialiased, align_corners=False."""
-    if x.shape[-2:] == (size, size):
-        return x
-    squeeze = x.dim() == 3
-    x = x[None] if squeeze else x
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x[0] if squeeze else x
-
-
-def load_face(path: str | os.PathLike, size: int = 512) -> torch.Tensor:
-    """Read an aligned face as (3, size, size) float32 RGB in [0, 1] on the 8-bit grid.
-
-    OpenCV decoding (alpha dropped, as ``cv2.IMREAD_COLOR`` does), then an antialiased bilinear
-    resize to ``size`` when needed, then rounding to 8 bits (as a saved 512 face would be).
-    """
-    img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot read image {path}")
-    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float() / 255.0
-    x = resize_antialiased(x, size)
-    return (x.clamp(0, 1) * 255.0).round() / 255.0
-
-
-def list_images(root: str | os.PathLike, patterns: Sequence[str]) -> list[Path]:
-    """Sorted image files under ``root`` matching any glob pattern."""
-    root = Path(root)
-    found: set[Path] = set()
-    for pat in patterns:
-        found.update(p for p in root.glob(pat) if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-    return sorted(found)
-
-
-def split_faces(root: str | os.PathLike, cfg: DataConfig) -> tuple[list[Path], list[Path]]:
-    """``(train, val)`` file lists; held-out and excluded files never appear in training.
-
-    Raises:
-        FileNotFoundError: the root or a listed held-out file does not exist, or no training
-            image matched.
-        ValueError: a held-out file also matches ``exclude``.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"faces folder not found: {root} (set data.root, --data-root or $IFQA_FACES_DIR)"
-        )
-    val = [root / v for v in cfg.val]
-    missing = [str(v) for v in val if not v.is_file()]
-    if missing:
-        raise FileNotFoundError(f"held-out face(s) not found: {missing[:5]}")
-    excluded = {p.resolve() for p in list_images(root, cfg.exclude)} if cfg.exclude else set()
-    if clash := [str(v) for v in val if v.resolve() in excluded]:
-        raise ValueError(f"held-out face(s) also match data.exclude: {clash[:5]}")
-    held = {v.resolve() for v in val} | excluded
-    train = [p for p in list_images(root, cfg.train) if p.resolve() not in held]
-    if not train:
-        raise FileNotFoundError(f"no training images under {root} match {cfg.train}")
-    return train, val
 
 
 def shard_index(seed: int, position: int, n: int, rank: int, world: int) -> int:
@@ -149,15 +87,15 @@ class FaceStream(Dataset):
         if self.data.aug_prob and rng.random() < self.data.aug_prob:
             face = augment(face, self.data, rng)
         size = int(rng.choice(self.deg.sizes, p=self.size_probs))
-        base = resize_antialiased(face, size)
+        base = resize_map(face, size)
         img = np.ascontiguousarray(base.numpy().transpose(1, 2, 0), dtype=np.float32)
-        real0 = resize_antialiased(face, self.native)
+        real0 = resize_map(face, self.native)
         # drawn only when on, so that streams without artefacts keep their random draws
         artefact = bool(self.deg.artefact_prob) and rng.random() < self.deg.artefact_prob
         p_deg = self.deg.degenerate_prob
         if p_deg and not artefact and rng.random() < p_deg:
             out, _ = random_degenerate(img, self.deg.degenerate_weights, rng, self.backgrounds)
-            fake = resize_antialiased(torch.from_numpy(out.transpose(2, 0, 1).copy()), self.native)
+            fake = resize_map(torch.from_numpy(out.transpose(2, 0, 1).copy()), self.native)
             return _sample(real0, fake, idx)
         tries = max(1, self.deg.max_tries) if self.deg.max_psnr is not None else 1
         for _ in range(tries):
@@ -183,9 +121,8 @@ class FaceStream(Dataset):
             gray = params["gray"]
         real = real0
         if gray:
-            w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-            real = (real0 * w).sum(0, keepdim=True).expand(3, -1, -1).contiguous()
-        fake = resize_antialiased(torch.from_numpy(out.transpose(2, 0, 1).copy()), self.native)
+            real = luma(real0).expand(3, -1, -1).contiguous()
+        fake = resize_map(torch.from_numpy(out.transpose(2, 0, 1).copy()), self.native)
         return real, fake
 
 
@@ -211,15 +148,16 @@ def augment(face: torch.Tensor, cfg: DataConfig, rng: np.random.Generator) -> to
         x = x * float(b)
         mean = x.mean()
         x = (x - mean) * float(k) + mean
-        gray = (x * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+        gray = luma(x)
         x = (x - gray) * float(sat) + gray
     return ((x.clamp(0, 1) * 255.0).round() / 255.0).float()
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in [0, 1] (inf when identical)."""
-    mse = float((a.float() - b.float()).pow(2).mean())
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+    """PSNR in dB of two images in [0, 1] (inf when identical), by ``kornia.metrics.psnr``."""
+    from kornia.metrics import psnr as kornia_psnr
+
+    return float(kornia_psnr(a.double(), b.double(), 1.0))
 
 
 class StreamSampler(Sampler[int]):

@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .degradations import _check, gaussian_blur, quantize
+from ..faces.degrade import check_rgb, gaussian_blur, quantize
 
 KINDS = ("constant", "near_constant", "gradient", "noise", "nonface", "smooth", "posterise")
 # Fixed colours for the test set and for half of the training draws (RGB in [0, 1]).
@@ -140,7 +140,7 @@ def corner_crop(photo: np.ndarray, corner: str, fraction: float, size: int) -> n
     In a whole photograph (a person with the face near the middle), the corners are the
     background: walls, sky, clothes, furniture.
     """
-    _check(photo)
+    check_rgb(photo)
     if corner not in CORNERS:
         raise ValueError(f"unknown corner {corner!r}; use one of {CORNERS}")
     if not 0.0 < fraction <= 1.0:
@@ -160,7 +160,7 @@ def patch_shuffle(img: np.ndarray, grid: int, rng: np.random.Generator) -> np.nd
 
     The image side must be a multiple of ``grid``.
     """
-    _check(img)
+    check_rgb(img)
     h, w = img.shape[:2]
     g = int(grid)
     if g < 2 or h % g or w % g:
@@ -175,13 +175,13 @@ def patch_shuffle(img: np.ndarray, grid: int, rng: np.random.Generator) -> np.nd
 
 def smooth_face(img: np.ndarray, sigma_fraction: float) -> np.ndarray:
     """A Gaussian blur of ``sigma_fraction`` x the image side (0.02 = sigma 10 px at 512)."""
-    _check(img)
+    check_rgb(img)
     return gaussian_blur(img, float(sigma_fraction) * img.shape[0])
 
 
 def posterise(img: np.ndarray, levels: int) -> np.ndarray:
     """Each channel rounded to ``levels`` evenly spaced values (2 = pure colours)."""
-    _check(img)
+    check_rgb(img)
     n = int(levels)
     if n < 2:
         raise ValueError(f"posterise needs >= 2 levels, got {levels}")
@@ -246,7 +246,7 @@ def random_degenerate(
     Returns:
         ``(out, params)``: (S, S, 3) float32 on the 8-bit grid, e.g. ``{"kind": "constant", ...}``.
     """
-    _check(img)
+    check_rgb(img)
     w = np.asarray(weights, float)
     if w.shape != (len(KINDS),) or w.min() < 0 or not w.sum():
         raise ValueError(
@@ -332,7 +332,7 @@ def degenerate_test_set(
 
 
 def _resized(img: np.ndarray, size: int) -> np.ndarray:
-    _check(img)
+    check_rgb(img)
     if img.shape[:2] == (size, size):
         return img
     interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC

@@ -1,9 +1,8 @@
 """Synthetic degradations of clean faces (numpy, HWC, float32 RGB in [0, 1]).
 
-Two layers:
-- plain operations with explicit strengths (:func:`gaussian_blur`, :func:`down_up`,
-  :func:`add_gaussian_noise`, :func:`jpeg`), used by the validation protocol;
-- :func:`random_degradation`, the GFPGAN-style random pipeline (blur, downsample, noise, JPEG,
+The plain operations with explicit strengths (blur, down-up, noise, JPEG) are in
+:mod:`ifqa_loss.faces.degrade`, shared with the validation protocol and the audit; here,
+:func:`random_degradation`, the GFPGAN-style random pipeline (blur, downsample, noise, JPEG,
   upsample back) driven by a :class:`~ifqa_loss.train.config.DegradationConfig` and a seeded
   ``numpy.random.Generator`` (same seed, same output).
 """
@@ -15,36 +14,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from ..faces.degrade import add_gaussian_noise, check_rgb, jpeg, quantize, resize_rgb, to_gray
 from .config import DegradationConfig
-
-_CV2_INTERP = {
-    "nearest": cv2.INTER_NEAREST,
-    "linear": cv2.INTER_LINEAR,
-    "cubic": cv2.INTER_CUBIC,
-    "area": cv2.INTER_AREA,
-}
-
-
-def _check(img: np.ndarray) -> None:
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.float32:
-        raise ValueError(f"expected an (H, W, 3) float32 image, got {img.shape} {img.dtype}")
-
-
-def quantize(img: np.ndarray) -> np.ndarray:
-    """Clip to [0, 1] and round to the 8-bit grid (as a saved image would be)."""
-    return (np.clip(img * 255.0, 0, 255).round() / 255.0).astype(np.float32)
-
-
-def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Isotropic Gaussian blur, kernel 2*ceil(3 sigma)+1, reflected borders; sigma 0 = copy."""
-    _check(img)
-    if sigma <= 0:
-        return img.copy()
-    k = 2 * math.ceil(3.0 * sigma) + 1
-    return cv2.GaussianBlur(img, (k, k), sigma, sigma, borderType=cv2.BORDER_REFLECT_101)
 
 
 def gaussian_kernel(
@@ -60,61 +32,6 @@ def gaussian_kernel(
     v = -s * xx + c * yy
     k = np.exp(-0.5 * ((u / max(sigma_x, 1e-6)) ** 2 + (v / max(sigma_y, 1e-6)) ** 2))
     return (k / k.sum()).astype(np.float32)
-
-
-def down_up(
-    img: np.ndarray, factor: float, down: str = "bicubic_aa", up: str = "bicubic"
-) -> np.ndarray:
-    """Downsample by ``factor`` and resize back to the original size (factor <= 1: copy).
-
-    ``down``/``up``: OpenCV interpolations (``nearest``, ``linear``, ``cubic``, ``area``) or
-    ``bicubic_aa``/``bicubic`` (PyTorch bicubic, antialiased when shrinking: MATLAB-style).
-    """
-    _check(img)
-    h, w = img.shape[:2]
-    if factor <= 1.0:
-        return img.copy()
-    lh, lw = max(1, round(h / factor)), max(1, round(w / factor))
-    small = _resize(img, lh, lw, down)
-    return _resize(small, h, w, up)
-
-
-def _resize(img: np.ndarray, h: int, w: int, how: str) -> np.ndarray:
-    if how in ("bicubic", "bicubic_aa", "bilinear_aa"):
-        t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
-        mode = "bilinear" if how == "bilinear_aa" else "bicubic"
-        aa = how.endswith("_aa") and (h < img.shape[0] or w < img.shape[1])
-        t = F.interpolate(t, size=(h, w), mode=mode, antialias=aa, align_corners=False)
-        return np.clip(t[0].numpy().transpose(1, 2, 0), 0.0, 1.0).astype(np.float32)
-    if how not in _CV2_INTERP:
-        raise ValueError(
-            f"unknown interpolation {how!r}; use one of {sorted(_CV2_INTERP)} or bicubic_aa"
-        )
-    return cv2.resize(img, (w, h), interpolation=_CV2_INTERP[how])
-
-
-def add_gaussian_noise(
-    img: np.ndarray, sigma: float, rng: np.random.Generator, gray: bool = False
-) -> np.ndarray:
-    """Add N(0, sigma/255) noise (per channel, or the same for all channels with ``gray``), clip."""
-    _check(img)
-    if sigma <= 0:
-        return img.copy()
-    shape = img.shape[:2] + ((1,) if gray else (3,))
-    noise = rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma / 255.0)
-    return np.clip(img + noise, 0.0, 1.0)
-
-
-def jpeg(img: np.ndarray, quality: float) -> np.ndarray:
-    """JPEG-compress at ``quality`` (1..100) with OpenCV (4:2:0 chroma) and decode."""
-    _check(img)
-    q = round(float(quality))
-    bgr = cv2.cvtColor((np.clip(img, 0, 1) * 255.0).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), q])
-    if not ok:  # pragma: no cover - OpenCV failure
-        raise RuntimeError("JPEG encoding failed")
-    dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    return cv2.cvtColor(dec, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
 
 
 def _uniform(rng: np.random.Generator, r: list[float], log: bool = False) -> float:
@@ -170,7 +87,7 @@ def apply_params(
     img: np.ndarray, p: dict[str, Any], rng: np.random.Generator, cfg: DegradationConfig
 ) -> np.ndarray:
     """Degrade ``img`` with parameters from :func:`sample_params` (GFPGAN's order)."""
-    _check(img)
+    check_rgb(img)
     h, w = img.shape[:2]
     out = img
     if "blur" in p:
@@ -183,23 +100,17 @@ def apply_params(
     if "down" in p:
         factor, down_how, up_how = p["down"]
         lh, lw = max(1, round(h / factor)), max(1, round(w / factor))
-        out = _resize(out, lh, lw, down_how)
+        out = resize_rgb(out, lh, lw, down_how)
     if "noise" in p:
         out = add_gaussian_noise(out, p["noise"][0], rng, gray=p["noise"][1])
     if "jpeg" in p:
         out = jpeg(out, p["jpeg"])
     if out.shape[:2] != (h, w):
-        out = _resize(out, h, w, up_how or "linear")
+        out = resize_rgb(out, h, w, up_how or "linear")
     if "jitter" in p:
         out = out + p["jitter"].astype(np.float32)
     out = np.clip(out, 0.0, 1.0).astype(np.float32)
     return quantize(out) if cfg.quantize else out
-
-
-def to_gray(img: np.ndarray) -> np.ndarray:
-    """Luma (BT.601) copied to three channels."""
-    g = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.repeat(g[..., None], 3, axis=2)
 
 
 def random_degradation(

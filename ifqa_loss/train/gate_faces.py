@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import list_images
+from .._io import list_images
+from ..faces.degrade import to_gray
 from .degenerate import load_photo
-from .degradations import to_gray
 
 # Real low-quality, grayscale and old-photograph crops the gate trains on.
 REAL_TRAIN = (

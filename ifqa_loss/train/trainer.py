@@ -43,13 +43,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import weights
-from .._io import atomic_write, atomic_write_text, strict_json
+from .._io import atomic_write, atomic_write_text, list_images, strict_json
+from ..faces.images import split_faces
 from ..models.cnn import IFQACNN
 from ..models.registry import list_models
 from ..regions import RegionWeights
 from ..weights import find_weights
 from .config import TrainConfig
-from .data import FaceStream, StreamSampler, list_images, load_faces_uint8, split_faces
+from .data import FaceStream, StreamSampler, load_faces_uint8
 from .degenerate import load_photo
 from .ema import ema_update
 from .fpr import (
@@ -413,7 +414,7 @@ def _load_data(
         train_files, val_files = split_faces(root, cfg.data)
         faces = load_faces_uint8(train_files, cfg.data.base_size)
         if val_faces is None and di.is_main and val_files:
-            from .data import load_face
+            from ..faces.images import load_face
 
             val_faces = [load_face(p, 512) for p in val_files]
     return faces, val_faces, train_files, val_files

@@ -23,23 +23,16 @@ worst margin (highest degenerate score minus lowest clean).
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from .._io import atomic_write_text, strict_json
-from ..gate import GATE_CHOICES
-from .artefacts import unsharp
+from ..faces.degrade import degrade, quantize
 from .degenerate import degenerate_test_set
-from .degradations import add_gaussian_noise, down_up, gaussian_blur, jpeg, quantize
 
 EVAL_SIZE = 512
 
@@ -63,7 +56,6 @@ FAMILIES: tuple[Family, ...] = (
     # Over-sharpening (the halos GAN restorers are criticised for): a gamed loss rewards it.
     Family("unsharp", "amount", (0.0, 0.5, 1.0, 2.0, 3.0), 2.0),
 )
-UNSHARP_SIGMA = 2.0  # px at the 512 evaluation size
 FAMILY_NAMES = (*(f.name for f in FAMILIES), "degenerate")
 # Whole photographs whose corners are the degenerate family's non-face crops (relative to the
 # faces root). The degenerate training recipes take their backgrounds from the other *_whole
@@ -74,30 +66,6 @@ TEST_BACKGROUNDS = (
     "more/pulid_whole/*",
     "more/prnet_whole/*",
 )
-
-
-def degrade(img: np.ndarray, family: str, level: float | None, seed: int = 0) -> np.ndarray:
-    """One family at one strength on an (H, W, 3) float32 RGB image in [0, 1] (8-bit output).
-
-    blur: Gaussian, sigma in pixels; downup: factor, antialiased bicubic down then bicubic up;
-    noise: Gaussian, sigma in 1/255 units, seeded; jpeg: OpenCV quality (None: untouched);
-    unsharp: unsharp mask ``img + amount * (img - blur(img, sigma 2))``, clipped.
-    """
-    if family == "blur":
-        out = gaussian_blur(img, float(level or 0.0))
-    elif family == "downup":
-        out = down_up(img, float(level or 1.0), "bicubic_aa", "bicubic")
-    elif family == "noise":
-        out = add_gaussian_noise(img, float(level or 0.0), np.random.default_rng(seed))
-    elif family == "jpeg":
-        out = img.copy() if level is None else jpeg(img, float(level))
-    elif family == "unsharp":
-        out = unsharp(img, UNSHARP_SIGMA, float(level or 0.0))
-    else:
-        raise ValueError(
-            f"unknown degradation family {family!r}; use blur, downup, noise, jpeg, unsharp"
-        )
-    return quantize(out)
 
 
 def _scorer(model: Any, device: str | torch.device | None) -> Any:
@@ -135,7 +103,7 @@ def evaluate(
         ``quick`` also ``levels``, ``level_means``, ``spearman_mean``, ``spearman_pooled``;
         with ``degenerate``, a ``"degenerate"`` entry (see :func:`evaluate_degenerate`).
     """
-    from .data import resize_antialiased
+    from ..preprocess import resize_map
 
     metric = _scorer(model, device)
     out: dict[str, Any] = {
@@ -150,7 +118,7 @@ def evaluate(
     imgs: list[np.ndarray] = []
     for i, face in enumerate(faces):
         x = face.float()
-        x = resize_antialiased(x, EVAL_SIZE) if x.shape[-1] != EVAL_SIZE else x
+        x = resize_map(x, EVAL_SIZE) if x.shape[-1] != EVAL_SIZE else x
         img = np.ascontiguousarray(x.clamp(0, 1).numpy().transpose(1, 2, 0), dtype=np.float32)
         img = quantize(img)
         imgs.append(img)
@@ -324,143 +292,3 @@ def meets_targets(res: dict[str, Any], accuracy: float = 0.9, rho: float = -0.8)
         f["pair_accuracy"] >= accuracy and f.get("spearman_mean", -1.0) <= rho
         for f in res["families"].values()
     )
-
-
-def _faces_from_args(args: argparse.Namespace) -> tuple[list[Path], str]:
-    from .config import load_config
-    from .data import list_images, split_faces
-
-    if args.data:
-        files = list_images(args.data, ["**/*"])
-        if not files:
-            raise FileNotFoundError(f"no images found under {args.data}")
-        return files, f"all images under {args.data}"
-    cfg = load_config(args.config)
-    root = cfg.faces_root(args.data_root)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"no faces folder: pass --data DIR (a folder of clean, aligned face crops), or "
-            f"--data-root DIR (or $IFQA_FACES_DIR) for the held-out faces of config "
-            f"{args.config}; {root} does not exist"
-        )
-    _, val = split_faces(root, cfg.data)
-    if not val:
-        raise ValueError(
-            f"config {args.config} lists no held-out faces (data.val); pass --data DIR"
-        )
-    return val, f"held-out faces of config {args.config} under {root}"
-
-
-def _parse_families(text: str) -> tuple[tuple[Family, ...], bool]:
-    """``"blur,degenerate"`` -> (the Family objects, whether degenerate is on)."""
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = sorted(set(names) - set(FAMILY_NAMES))
-    if unknown or not names:
-        raise ValueError(f"--families: unknown {unknown or 'none given'}; use {FAMILY_NAMES}")
-    return tuple(f for f in FAMILIES if f.name in names), "degenerate" in names
-
-
-def _hwc(face: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(face.clamp(0, 1).numpy().transpose(1, 2, 0), dtype=np.float32)
-
-
-def _test_backgrounds(args: argparse.Namespace) -> list[np.ndarray]:
-    """The degenerate family's whole photographs (none when the faces root lacks them)."""
-    from .config import load_config
-    from .data import list_images
-    from .degenerate import load_photo
-
-    root = load_config(args.config).faces_root(args.data_root)
-    return [load_photo(f) for f in list_images(root, TEST_BACKGROUNDS)] if root.is_dir() else []
-
-
-def validate_main(argv: list[str] | None = None) -> int:
-    """``ifqa validate``: print the validation table for a model on held-out faces."""
-    p = argparse.ArgumentParser(
-        prog="ifqa validate",
-        description="Clean-vs-degraded ranking and strength/score Spearman on held-out faces.",
-    )
-    p.add_argument("--model", default="ifqa-lite", help="registered model name (default ifqa-lite)")
-    p.add_argument("--weights", default=None, help="weights file or folder (default: search)")
-    p.add_argument("--data", default=None, help="folder of clean aligned faces (all images used)")
-    p.add_argument(
-        "--config",
-        default="lite_cpu",
-        help="training config whose held-out list is used without --data (default lite_cpu)",
-    )
-    p.add_argument(
-        "--data-root", default=None, help="faces root for --config (else $IFQA_FACES_DIR)"
-    )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--limit", type=int, default=None, help="use at most N faces")
-    p.add_argument("--quick", action="store_true", help="pair accuracy only (no strength sweep)")
-    p.add_argument(
-        "--families",
-        default=",".join(FAMILY_NAMES),
-        help=f"comma-separated families to run (default all: {','.join(FAMILY_NAMES)})",
-    )
-    p.add_argument("--json", default=None, help="also write the results as JSON to this file")
-    p.add_argument(
-        "--face-gate",
-        choices=sorted(GATE_CHOICES),
-        default="auto",
-        help="the metric's face gate (auto: on for the bundled models)",
-    )
-    p.add_argument(
-        "--check",
-        action="store_true",
-        help="exit with status 1 unless every family meets >=90%% and rho <= -0.8 and no"
-        " degenerate image scores at or above the lowest clean face",
-    )
-    args = p.parse_args(argv)
-    from ..metric import IFQAMetric
-    from .data import load_face
-
-    try:
-        files, what = _faces_from_args(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"ifqa validate: {e}", file=sys.stderr)
-        return 2
-    try:
-        families, degenerate = _parse_families(args.families)
-    except ValueError as e:
-        print(f"ifqa validate: {e}", file=sys.stderr)
-        return 2
-    if args.limit:
-        files = files[: args.limit]
-    metric = IFQAMetric(
-        model=args.model,
-        weights=args.weights,
-        device=args.device,
-        batch_size=8,
-        face_gate=GATE_CHOICES[args.face_gate],
-    )
-    origin = getattr(metric.discriminator, "weights_origin", "?")
-    gated = "none" if metric.face_gate is None else metric.face_gate.weights_origin
-    print(f"model: {metric.model_name} (weights: {origin}; face gate: {gated})")
-    print(f"faces: {len(files)} ({what})")
-    faces = [load_face(f, EVAL_SIZE) for f in files]
-    images: bool | list[tuple[str, np.ndarray]] = False
-    if degenerate:
-        photos = _test_backgrounds(args)
-        images = degenerate_test_set([_hwc(f) for f in faces], photos)
-        print(f"degenerate set: {len(images)} images ({len(photos)} background photographs)")
-    res = evaluate(
-        metric,
-        faces,
-        families=families,
-        quick=args.quick,
-        names=[os.fspath(f) for f in files],
-        degenerate=images,
-    )
-    res["weights"] = origin
-    print(format_table(res))
-    if args.json:
-        atomic_write_text(args.json, strict_json(res))
-    if args.check and not meets_targets(res):
-        print(
-            "targets NOT met (>=90% clean>degraded and Spearman <= -0.8 in every family;"
-            " every degenerate image below the lowest clean face)"
-        )
-        return 1
-    return 0

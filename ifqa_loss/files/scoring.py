@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .align import AlignedFace, AlignOptions
+from ..align import AlignedFace, AlignOptions
+from ..gate import FACE_THRESHOLD
+from ..models.registry import ModelConfig
+from ..preprocess import DEFAULT_MAX_PIXELS, official_array_tensor, read_image_bgr
 from .flags import NO_FACE as FLAG_NO_FACE
 from .flags import image_flag
-from .gate import FACE_THRESHOLD
-from .models.registry import ModelConfig
-from .preprocess import DEFAULT_MAX_PIXELS, official_array_tensor, read_image_bgr
 
 
 class _FileDataset(Dataset):
@@ -31,7 +31,7 @@ class _FileDataset(Dataset):
 
     A file is decoded only if its header says it has at most ``max_pixels`` pixels
     (:func:`~ifqa_loss.preprocess.read_image_bgr`); its flag comes from
-    :func:`~ifqa_loss.flags.image_flag`.
+    :func:`~ifqa_loss.files.flags.image_flag`.
     """
 
     def __init__(
@@ -84,7 +84,7 @@ class _AlignedFileDataset(_FileDataset):
         self.options = options
 
     def __getitem__(self, i: int) -> tuple:
-        from .align import align_faces
+        from ..align import align_faces
 
         o = self.options
         try:

@@ -16,7 +16,8 @@ the metric's two resizes to the discriminators' 256 px (OpenCV bilinear for file
 bilinear for tensors), then to the gate's 128 px. A fixed pool of each is made once, then the
 gate trains on it::
 
-    python -m ifqa_loss.train.gate --out runs/gate --export ifqa_loss/bundled/face-gate.safetensors
+    python -m ifqa_loss.train.face_gate --out runs/gate \
+        --export ifqa_loss/bundled/face-gate.safetensors
 """
 
 from __future__ import annotations
@@ -37,16 +38,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._io import list_images
+from ..faces.degrade import down_up, to_gray
+from ..faces.images import load_face, split_faces
 from ..gate import FaceGate
+from ..preprocess import resize_map
 from .artefacts import random_artefact
 from .config import DataConfig, DegradationConfig, load_config
-from .data import augment, list_images, load_face, resize_antialiased, split_faces
+from .data import augment
 from .degenerate import KINDS, _resized, random_degenerate
-from .degradations import down_up, random_degradation, to_gray
+from .degradations import random_degradation
 from .gate_faces import REAL_TRAIN, SIDES, aligned_faces, pad_edge, sepia
 from .trainer import load_backgrounds
 
-log = logging.getLogger("ifqa_loss.train.gate")
+log = logging.getLogger("ifqa_loss.train.face_gate")
 
 DISCRIMINATOR_SIZE = 256  # the bundled discriminators' native side
 EXTRA_FACES = ("more/*/*.png", "more/*/*.jpg")  # aligned crops; the *_whole folders are skipped
@@ -139,7 +144,7 @@ def to_gate_input(img: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tens
         x = torch.from_numpy(cv2.resize(img, (n, n), interpolation=cv2.INTER_LINEAR))
         x = x.permute(2, 0, 1)
     else:
-        x = resize_antialiased(torch.from_numpy(img).permute(2, 0, 1).contiguous(), n)
+        x = resize_map(torch.from_numpy(img).permute(2, 0, 1).contiguous(), n)
     small, stats = FaceGate.prepare(x[None].clamp(0, 1) * 2 - 1)
     return small[0], stats[0]
 
@@ -324,7 +329,7 @@ def export_gate(gate: FaceGate, path: str | os.PathLike, cfg: GateConfig) -> Pat
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m ifqa_loss.train.gate",
+        prog="python -m ifqa_loss.train.face_gate",
         description="Train the face gate (faces against degenerate images).",
     )
     p.add_argument("--out", required=True, help="run folder (log.json, gate.safetensors)")

@@ -12,11 +12,11 @@ from typing import Any
 import torch
 import yaml
 
-from .._io import IMAGE_EXTS, atomic_write_image, atomic_write_text
+from .._io import IMAGE_EXTS, atomic_write_image, atomic_write_text, list_images
+from ..audit.measures import DEGRADATIONS, MIN_AUDIT_SIZE, AuditOptions, run_audit
 from ..loss import FORMS
-from .measures import DEGRADATIONS, MIN_AUDIT_SIZE, AuditOptions, run_audit
+from .exits import EXIT_OK, EXIT_USAGE
 
-EXIT_OK, EXIT_USAGE = 0, 2
 DEFAULT_CONFIG = "lite_cpu"  # whose held-out faces (audit) and training faces (setting C)
 MAX_ASPECT = 1.1  # aligned face crops are square
 
@@ -24,11 +24,7 @@ MAX_ASPECT = 1.1  # aligned face crops are square
 def _images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"faces folder not found: {folder}")
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-    )
+    files = list_images(folder)
     if not files:
         raise ValueError(
             f"no face images in {folder} (looked for {', '.join(IMAGE_EXTS)} files); the audit "
@@ -44,7 +40,7 @@ def load_faces(files: list[Path], size: int) -> list[torch.Tensor]:
     """
     import cv2
 
-    from ..train.data import load_face
+    from ..faces.images import load_face
 
     bad = []
     for f in files:
@@ -67,8 +63,8 @@ def load_faces(files: list[Path], size: int) -> list[torch.Tensor]:
 def default_split(data_root: str | None) -> tuple[list[Path], list[Path]]:
     """(training faces, held-out faces) of the default audit's config: the held-out ones are
     what ``ifqa audit`` scores when no folder is given."""
+    from ..faces.images import split_faces
     from ..train.config import load_config
-    from ..train.data import split_faces
 
     cfg = load_config(DEFAULT_CONFIG)
     return split_faces(cfg.faces_root(data_root), cfg.data)
@@ -175,7 +171,7 @@ def _judge(args: argparse.Namespace, criterion) -> Any:
 
 def _other_judges(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
     """The ``--judges`` of other families (NIQE, BRISQUE, piq's), and notes on missing ones."""
-    from .judges import resolve
+    from ..audit.judges import resolve
 
     try:
         return resolve(args.judges)
@@ -189,7 +185,7 @@ def _restorer_faces(n: int | None) -> str:
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
     """Resolve everything, check every input, run the audit; returns (result, meta, faces)."""
-    from .identity import identity_distance, identity_note
+    from ..audit.identity import identity_distance, identity_note
 
     opts = AuditOptions(
         settings=args.settings,
@@ -249,14 +245,14 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """``ifqa audit``: 0 when the audit ran (whatever its verdicts), 2 for bad input."""
-    from .report import format_table, picture_grid, to_json
+    from ..audit.report import format_table, picture_grid, to_json
 
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
     try:
         res, meta, files = run(args)
-    except (FileNotFoundError, ValueError, TypeError) as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"ifqa audit: {e}", file=sys.stderr)
         return EXIT_USAGE
     print(format_table(res))

@@ -26,8 +26,15 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ._io import IMAGE_EXTS, atomic_write, atomic_write_image, atomic_write_text, strict_json
-from .flags import NEAR_CONSTANT, NO_FACE
+from .._io import (
+    IMAGE_EXTS,
+    atomic_write,
+    atomic_write_image,
+    atomic_write_text,
+    list_images,
+    strict_json,
+)
+from ..files.flags import NEAR_CONSTANT, NO_FACE
 
 REGIONS = ("eyes", "nose", "mouth", "rest")
 REGIONS_NOTE = "rest: the face outside the eyes, nose and mouth (not the background)"
@@ -67,14 +74,7 @@ def _slug(text: str, fallback: str, limit: int = 60) -> str:
 
 def _list_images(root: Path) -> set[str]:
     """Relative POSIX paths of the image files under ``root`` (hidden files and folders skipped)."""
-    found = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for f in filenames:
-            if f.startswith(".") or os.path.splitext(f)[1].lower() not in IMAGE_EXTS:
-                continue
-            found.add(Path(dirpath, f).relative_to(root).as_posix())
-    return found
+    return {p.relative_to(root).as_posix() for p in list_images(root, ["**/*"])}
 
 
 def _default_names(dirs: list[Path]) -> list[str]:
@@ -141,7 +141,7 @@ def _thumbnail(path: str, size: int, limit: dict) -> np.ndarray:
     ``limit``: the ``max_pixels`` keyword, if given."""
     import cv2
 
-    from .preprocess import read_image_bgr
+    from ..preprocess import read_image_bgr
 
     img = read_image_bgr(path, **limit)
     h, w = img.shape[:2]
@@ -467,7 +467,7 @@ def _score_method(
     One record per face, in ``common``'s order."""
     import cv2
 
-    from .heatmap import overlay
+    from ..files.heatmap import overlay
 
     jpeg = [cv2.IMWRITE_JPEG_QUALITY, 90]  # thumbnails and heatmaps alike
     records: list[dict] = []
@@ -588,7 +588,7 @@ def _meta(
     seed: int,
 ) -> dict:
     """The report's provenance, options and counts (``meta`` of results.json)."""
-    from . import __version__
+    from .. import __version__
 
     excluded = [face["face"] for face in faces if face["excluded"]]
     return {
@@ -681,7 +681,7 @@ def compare(
         counts, unmatched files per method), ``ranking`` (one dict per method, best first:
         ``method``, ``mean``, ``ci_low``, ``ci_high``, region means, ``wins``,
         ``near_constant`` and ``no_face``: how many of its outputs are flagged so,
-        :mod:`ifqa_loss.flags`)
+        :mod:`ifqa_loss.files.flags`)
         and ``faces`` (worst first, with each method's score, error, flag and report files),
         plus ``out``.
 
@@ -696,7 +696,7 @@ def compare(
     bootstrap, thumb_size = _check_options(bootstrap, thumb_size)
     common, unmatched = _match_files(paths, names)
     if metric is None:
-        from .metric import IFQAMetric
+        from ..metric import IFQAMetric
 
         metric = IFQAMetric(model=model, weights=weights, device=device, batch_size=batch_size)
 

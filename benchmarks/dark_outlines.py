@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .measures import _gray
+from ifqa_loss.preprocess import luma
 
 STEEPER = 0.06
 DARKER = 0.03
@@ -58,7 +58,7 @@ def dark_edges(
     inside = regions[:-1, :-1]
     if not inside.any() or inside.all():
         raise ValueError("regions must cover part of the image, not none or all of it")
-    lx, lc = _gray(x)[:, 0], _gray(clean)[:, 0]
+    lx, lc = luma(x)[:, 0], luma(clean)[:, 0]
     steepest = F.max_pool2d(_slope(lc)[:, None], 3, 1, 1)[:, 0]
     edge = ((_slope(lx) > steepest + steeper) & ((lc - lx)[:, :-1, :-1] > darker)).float()
     return 100 * edge[:, inside].mean(1), 100 * edge[:, ~inside].mean(1)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..preprocess import luma
+
 NEAR_CONSTANT = "near_constant"
 NO_FACE = "no_face"
 FLAGS = (NEAR_CONSTANT, NO_FACE)
@@ -25,7 +27,6 @@ BLOCK_PIXELS = 1 << 20
 # Crops are resized to this side before looking for a face (dlib's HOG detector finds faces of
 # about 80 px and more; a face crop's face spans about half of it).
 FACE_CHECK_SIDE = 256
-_LUMA = (0.299, 0.587, 0.114)
 
 
 def luminance_std(rgb: np.ndarray) -> float:
@@ -35,13 +36,12 @@ def luminance_std(rgb: np.ndarray) -> float:
     arr = np.asarray(rgb)
     h, w = arr.shape[:2]
     rows = max(1, BLOCK_PIXELS // max(w, 1))
-    weights = np.asarray(_LUMA, dtype=np.float32)
     total = total_sq = 0.0
     for r in range(0, h, rows):
         block = arr[r : r + rows].astype(np.float32)
-        luma = (block if block.ndim == 2 else block[..., :3] @ weights).astype(np.float64)
-        total += float(luma.sum())
-        total_sq += float((luma * luma).sum())
+        y = (block if block.ndim == 2 else luma(block[..., :3])).astype(np.float64)
+        total += float(y.sum())
+        total_sq += float((y * y).sum())
     n = max(h * w, 1)
     mean = total / n
     return float(np.sqrt(max(total_sq / n - mean * mean, 0.0)))
@@ -63,7 +63,7 @@ def near_constant(
     lo, hi = input_range
     x = (images.detach().float() - lo) * (255.0 / (hi - lo))
     if x.shape[1] == 3:
-        x = x[:, 0] * _LUMA[0] + x[:, 1] * _LUMA[1] + x[:, 2] * _LUMA[2]
+        x = luma(x)
     return x.flatten(1).std(1, correction=0) < NEAR_CONSTANT_STD
 
 
@@ -72,7 +72,7 @@ def has_face(rgb: np.ndarray) -> bool:
     :data:`FACE_CHECK_SIDE` first. Needs the ``[align]`` extra."""
     import cv2
 
-    from .align import detect_faces
+    from ..align import detect_faces
 
     h, w = rgb.shape[:2]
     scale = FACE_CHECK_SIDE / max(h, w)
