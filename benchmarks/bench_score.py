@@ -38,8 +38,7 @@ def find_files(root: Path, count: int) -> list[str]:
 
 
 def build(model: str, device: str):
-    from ifqa_loss import IFQAMetric
-    from ifqa_loss import create_model
+    from ifqa_loss import IFQAMetric, create_model
 
     try:
         metric = IFQAMetric(model=model, device=device)

@@ -75,8 +75,9 @@ class IFQAMetric(HoldsDiscriminator):
     their map by the face gate (:mod:`ifqa_loss.gate`), a small network's probability that the
     input is a face photograph of any quality, colour or age. Faces keep their score (the gate
     is near 1 for them); a flat colour, noise, a wall or a posterised face scores near 0,
-    where the discriminator alone gives a black square 0.73. The original ``ifqa`` /
-    ``ifqa++`` are left exactly as published unless asked (``face_gate=True``). Near-constant
+    where the discriminator alone may rank them above real faces (docs/robustness.md). The
+    original ``ifqa`` / ``ifqa++`` are left exactly as published unless asked
+    (``face_gate=True``). Near-constant
     inputs, and images the gate calls no face, are also flagged by ``score_files`` and ``ifqa
     score`` (:mod:`ifqa_loss.files.flags`, docs/robustness.md).
 

@@ -1,7 +1,7 @@
 """Inputs a score says nothing about: near-constant images, and crops without a face.
 
-The discriminator scores whatever it is given; a flat colour gets a number like any face (the
-bundled ``ifqa-lite`` gives a black square 0.73, more than most clean faces). A flag tells
+The discriminator scores whatever it is given; a flat colour gets a number like any face
+(docs/robustness.md gives the figures). A flag tells
 ``ifqa score`` and ``ifqa compare`` users that a score is meaningless; the score itself stays
 what the model says (docs/robustness.md).
 
