@@ -64,7 +64,6 @@ __all__ = [
     "five_points",
     "invert_affine",
     "paste_back",
-    "paste_heatmaps",
     "require",
 ]
 
@@ -462,55 +461,6 @@ def paste_back(
     if dst.dtype == np.uint8:
         return np.clip(np.round(out), 0, 255).astype(np.uint8)
     return out.astype(dst.dtype)
-
-
-def paste_heatmaps(
-    photo_bgr: np.ndarray,
-    maps: Sequence[torch.Tensor | np.ndarray],
-    matrices: Sequence[np.ndarray],
-    crop_size: int,
-    *,
-    alpha: float = 0.45,
-    labels: Sequence[str] | None = None,
-) -> np.ndarray:
-    """The photo with each face's realness map (original colour map) warped back over it.
-
-    Args:
-        photo_bgr: (H, W, 3) uint8 BGR photograph (as ``cv2.imread`` gives).
-        maps: one (S, S) or (1, S, S) map in [0, 1] per face, on that face's aligned crop.
-        matrices: the faces' (2, 3) photo -> crop matrices.
-        crop_size: side of the crops the matrices were made for.
-        alpha: opacity of the colour maps.
-        labels: optional text per face, written above the face's mapped crop.
-
-    Returns:
-        (H, W, 3) uint8 BGR picture.
-    """
-    import cv2
-
-    from .files.heatmap import colorize
-
-    if len(maps) != len(matrices) or (labels is not None and len(labels) != len(maps)):
-        raise ValueError(
-            f"need one matrix (and label) per map: {len(maps)} maps, {len(matrices)} matrices"
-            + ("" if labels is None else f", {len(labels)} labels")
-        )
-    out = np.array(photo_bgr, dtype=np.uint8)  # a copy: the caller's photo is not drawn on
-    for m, mat in zip(maps, matrices, strict=True):
-        out = paste_back(out, colorize(m), mat, crop_size=crop_size, alpha=alpha, feather=0.03)
-    if labels:
-        scale = max(0.5, min(out.shape[:2]) / 900)  # readable on small and large photos
-        thick = max(1, round(2 * scale))
-        for text, mat in zip(labels, matrices, strict=True):
-            corners = np.array([[0, 0], [crop_size, 0], [crop_size, crop_size], [0, crop_size]])
-            inv = invert_affine(mat)
-            pts = corners @ inv[:, :2].T + inv[:, 2]
-            x = int(np.clip(pts[:, 0].min(), 0, out.shape[1] - 1))
-            y = int(np.clip(pts[:, 1].min(), 0, out.shape[0] - 1))
-            org = (x + 4, y + int(30 * scale))
-            for colour, t in (((0, 0, 0), thick + 2), ((255, 255, 255), thick)):
-                cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, t)
-    return out
 
 
 def _tensor_to_uint8(image: torch.Tensor, input_range: tuple[float, float]) -> np.ndarray:

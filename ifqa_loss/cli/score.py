@@ -98,8 +98,7 @@ def _photo_heatmap_writer(folder: str, names: dict[str, str], crop_size: int, li
     import numpy as np
 
     from .._io import atomic_write_image as save
-    from ..align import paste_heatmaps
-    from ..files.heatmap import colorize
+    from ..files.heatmap import colorize, paste_heatmaps
     from ..preprocess import read_image_bgr
 
     out = Path(folder)
