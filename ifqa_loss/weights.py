@@ -5,6 +5,11 @@ face gate (:func:`load_face_gate`) are loaded here and nowhere else; every expor
 (:func:`export_discriminator`, :func:`export_face_gate`) records which model it holds, so
 ``model="auto"`` given the file picks the right architecture.
 
+A model named explicitly (``load_discriminator("ifqa")``, ``IFQAMetric(model="ifqa")``) whose
+weights are nowhere on this machine is downloaded once into the user cache
+(:func:`download_weights`; the transport is :mod:`ifqa_loss.download`); ``model="auto"`` never
+downloads.
+
 Checkpoints are never unpickled without restriction: ``.pth`` files go through
 ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers, and
 ``.safetensors`` files hold no code at all.
@@ -20,12 +25,24 @@ import dataclasses
 import hashlib
 import logging
 import os
+import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from ._io import atomic_write
+from ._io import atomic_write, atomic_write_text
+from .download import (
+    OFFLINE_VAR,
+    DownloadError,
+    by_hand,
+    describe,
+    fetch,
+    looks_like_html,
+    offline,
+    source_of,
+)
 from .gate import FaceGate
 from .models.base import Discriminator
 from .models.registry import (
@@ -50,6 +67,8 @@ _ANNOUNCED: set[str] = set()
 _WRAPPER_KEYS = ("D", "state_dict", "params_ema", "params", "model")
 # Prefixes added by DataParallel/DistributedDataParallel and torch.compile.
 _PREFIXES = ("module.", "_orig_mod.")
+# Beside a downloaded file: its digest, in the format of ``sha256sum`` (``sha256sum -c`` reads it).
+DIGEST_SUFFIX = ".sha256"
 
 
 class CheckpointError(ValueError):
@@ -93,12 +112,25 @@ def _env_file_fits(path: Path, cfg: ModelConfig) -> bool:
 
 
 def _download_hint(cfg: ModelConfig) -> str:
+    fetch_it = (
+        f"`ifqa download {cfg.name}` (or naming model={cfg.name!r}) downloads them into "
+        f"{cache_dir()}. "
+        if cfg.downloadable
+        else ""
+    )
     return (
-        "The original checkpoints come from the official IFQA release (Google Drive): "
-        f"IFQA_Metric.pth (model 'ifqa') is file id {CNN_DRIVE_ID} and IFQA++_Metric.pth "
-        f"(model 'ifqa++') is file id {VIT_DRIVE_ID}. Put {cfg.weight_file} in ./weights/, "
-        f"in {cache_dir()}, or point ${ENV_VAR} at it (file or folder); or pass weights=PATH. "
-        "Without them, model='auto' uses the model bundled with the package."
+        f"{fetch_it}The original checkpoints come from the official IFQA release (Google "
+        f"Drive): IFQA_Metric.pth (model 'ifqa') is file id {CNN_DRIVE_ID} and "
+        f"IFQA++_Metric.pth (model 'ifqa++') is file id {VIT_DRIVE_ID}. Put {cfg.weight_file} "
+        f"in ./weights/, in {cache_dir()}, or point ${ENV_VAR} at it (file or folder); or pass "
+        "weights=PATH. Without them, model='auto' uses the model bundled with the package."
+    )
+
+
+def _by_hand(cfg: ModelConfig) -> str:
+    return (
+        f"To download it by hand: {by_hand(cfg)}; put {cfg.weight_file} in {cache_dir()} or "
+        f"./weights/, or point ${ENV_VAR} at it."
     )
 
 
@@ -118,6 +150,149 @@ def find_weights(name: str) -> Path:
         f"no weights found for model {name!r} ({cfg.weight_file}). Searched:\n{listing}\n"
         + _download_hint(cfg)
     )
+
+
+def obtain_weights(name: str, *, download: bool = True) -> Path:
+    """:func:`find_weights`, then, for a downloadable model (``download``), its official file
+    downloaded into the cache (:func:`download_weights`).
+
+    Raises:
+        FileNotFoundError: not found and not downloadable (or ``download=False``).
+        DownloadError: not found, and the download was refused (``$IFQA_OFFLINE``) or failed.
+        CheckpointError: what was downloaded is not a checkpoint of the model.
+    """
+    cfg = get_model_config(name)
+    try:
+        return find_weights(cfg.name)
+    except FileNotFoundError as e:
+        if not (download and cfg.downloadable):
+            raise
+        searched = str(e).split("\n")[:-1]  # the places searched, without the general hint
+    try:
+        return download_weights(cfg.name)
+    except DownloadError as e:
+        raise DownloadError("\n".join([*searched, str(e)])) from e.__cause__
+
+
+def download_weights(name: str, *, progress: bool | None = None) -> Path:
+    """Download a registered model's weights into the cache folder, once, and return the file.
+
+    The file arrives as a temporary file in the cache folder and is moved into place only
+    once it loads strictly (``weights_only=True``, keys and shapes of the model); its sha256 is
+    then recorded beside it (``<file>.sha256``), and later loads check it. A file lock makes
+    concurrent callers (DDP ranks, parallel jobs) download once: the others wait and use the
+    file. A file already in the cache is returned as is.
+
+    Args:
+        name: a model whose registry entry says where its weights are (``drive_id``, ``url``).
+        progress: a progress bar on stderr (default: when stderr is a terminal).
+
+    Raises:
+        ValueError: the model is not downloadable.
+        DownloadError: downloads are off (``$IFQA_OFFLINE``) or the transfer failed.
+        CheckpointError: what arrived is not a checkpoint of the model (a web page, a truncated
+            file, another model's weights); nothing is left in the cache.
+    """
+    cfg = get_model_config(name)
+    if not cfg.downloadable:
+        able = ", ".join(c.name for c in list_models() if c.downloadable) or "none"
+        raise ValueError(
+            f"model {cfg.name!r} cannot be downloaded ({cfg.source}); downloadable models: {able}"
+        )
+    target = cache_dir() / cfg.weight_file
+    if target.is_file():
+        return target
+    if offline():
+        raise DownloadError(
+            f"model {cfg.name!r}: {cfg.weight_file} is not on this machine and downloads are "
+            f"off (${OFFLINE_VAR}={os.environ.get(OFFLINE_VAR)}). {_by_hand(cfg)}"
+        )
+    from filelock import FileLock, Timeout
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("ifqa_loss: waiting for another process downloading %s", target)
+        lock.acquire()
+    try:
+        if target.is_file():  # downloaded by the process that held the lock
+            return target
+        # A fixed name, so that a Google Drive download interrupted earlier resumes.
+        tmp = target.with_name(f".{target.stem}.download{target.suffix}")
+        log.warning(
+            "ifqa_loss: downloading %s (model %r) from %s into %s",
+            cfg.weight_file,
+            cfg.name,
+            source_of(cfg),
+            target.parent,
+        )
+        try:
+            source = fetch(cfg, tmp, progress=sys.stderr.isatty() if progress is None else progress)
+            _check_download(cfg, tmp, source)
+            digest = sha256sum(tmp)
+            if cfg.sha256 and digest != cfg.sha256.lower():
+                raise CheckpointError(
+                    f"the download of {cfg.weight_file} from {source} has sha256 {digest}, "
+                    f"expected {cfg.sha256}; nothing was kept in {target.parent}. " + _by_hand(cfg)
+                )
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        atomic_write_text(digest_file(target), f"{digest}  {target.name}\n")
+        log.warning("ifqa_loss: %s saved (sha256 %s)", target, digest)
+        return target
+    finally:
+        lock.release()
+
+
+def _check_download(cfg: ModelConfig, tmp: Path, source: str) -> None:
+    """Raise CheckpointError, saying what arrived, unless ``tmp`` loads strictly as ``cfg``."""
+    with open(tmp, "rb") as f:
+        head = f.read(1024)
+    intro = f"the download of {cfg.weight_file} from {source}"
+    kept = f"Nothing was kept in {tmp.parent}. {_by_hand(cfg)}"
+    if looks_like_html(head):
+        raise CheckpointError(
+            f"{intro} is an HTML page, not a checkpoint ({describe(tmp)}): Google Drive sends "
+            "one when the file's download quota is exceeded or to confirm a virus scan, a "
+            f"server for a missing file or a login. {kept}"
+        )
+    try:
+        sd = read_state_dict(tmp)
+        check_state_dict(_built(cfg, on_meta=True), sd, "it")
+    except CheckpointError as e:
+        detail = str(e).replace(f"checkpoint {tmp}", "it").replace(str(tmp), "it")
+        raise CheckpointError(
+            f"{intro} is not a checkpoint of model {cfg.name!r}: {describe(tmp)} arrived, and "
+            f"{detail}. {kept}"
+        ) from None
+
+
+def digest_file(path: str | os.PathLike) -> Path:
+    """The file beside ``path`` recording its sha256 (``<file>.sha256``)."""
+    p = Path(path)
+    return p.with_name(p.name + DIGEST_SUFFIX)
+
+
+def recorded_sha256(path: str | os.PathLike) -> str | None:
+    """The digest recorded beside ``path`` when it was downloaded (None: no record).
+
+    Raises:
+        CheckpointError: the record holds no sha256 digest.
+    """
+    side = digest_file(path)
+    if not side.is_file():
+        return None
+    words = side.read_text(encoding="utf-8", errors="replace").split()
+    if not words or not re.fullmatch(r"[0-9a-fA-F]{64}", words[0]):
+        raise CheckpointError(
+            f"{side} holds no sha256 digest; expected '<64 hex digits>  {Path(path).name}' "
+            "(delete it to load the file unchecked)"
+        )
+    return words[0].lower()
 
 
 def sha256sum(path: str | os.PathLike) -> str:
@@ -230,6 +405,7 @@ def load_into(
     name: str | None = None,
     sha256: str | None = None,
     verify: bool = True,
+    download: bool = False,
 ) -> str:
     """Load a checkpoint into ``net`` strictly (dtype kept as ``net``'s) and return its origin.
 
@@ -239,7 +415,9 @@ def load_into(
         weights: a checkpoint path, a folder holding ``name``'s weight file, an in-memory
             state dict, or None to search for ``name``'s file (:func:`find_weights`).
         name: the registered model the weights belong to (their file name, digest and search).
-        sha256, verify: the digest to check (default: the registry's, for its own file name).
+        sha256, verify: the digest to check (default: the registry's, for its own file name),
+            and the one recorded beside a downloaded file (``<file>.sha256``).
+        download: with ``weights=None``, download ``name``'s weights when none are found.
 
     Raises:
         FileNotFoundError, CheckpointError: as :func:`load_discriminator`.
@@ -252,19 +430,27 @@ def load_into(
         if weights is None:
             if cfg is None:
                 raise ValueError("load_into needs weights=PATH or a registered model name")
-            path = find_weights(cfg.name)
+            path = obtain_weights(cfg.name, download=download)
         else:
             path = Path(weights).expanduser()
             if path.is_dir() and cfg is not None:
                 path = path / cfg.weight_file
         known = cfg.sha256 if cfg is not None and path.name == cfg.weight_file else None
         expected = sha256 or known
-        if verify and expected and path.is_file():
+        recorded = recorded_sha256(path) if verify and path.is_file() else None
+        if verify and (expected or recorded) and path.is_file():
             digest = sha256sum(path)
-            if digest != expected.lower():
+            if expected and digest != expected.lower():
                 raise CheckpointError(
                     f"checkpoint {path} has sha256 {digest}, expected {expected}: the file is "
                     f"damaged or is not the {path.name} this package knows"
+                )
+            if recorded and digest != recorded:
+                again = f"run `ifqa download {cfg.name}`" if cfg else "download it"
+                raise CheckpointError(
+                    f"checkpoint {path} changed since it was downloaded: its sha256 is "
+                    f"{digest}, but {digest_file(path)} recorded {recorded}. Delete both files "
+                    f"and {again} again, or pass verify=False to load it as it is"
                 )
         sd = read_state_dict(path)
         origin = str(path.resolve()) if path.is_file() else str(path)
@@ -300,6 +486,7 @@ def load_discriminator(
     *,
     sha256: str | None = None,
     verify: bool = True,
+    download: bool = True,
 ) -> Discriminator:
     """Build a registered discriminator, load its weights strictly, and freeze it.
 
@@ -307,10 +494,13 @@ def load_discriminator(
         name: a registered model (see :func:`ifqa_loss.list_models`).
         weights: a checkpoint path, a folder holding the model's weight file, an in-memory
             state dict, or None to search ``$IFQA_WEIGHTS`` (file or folder), ``./weights/``,
-            the user cache folder and, for bundled models, the package.
+            the user cache folder and, for bundled models, the package; a downloadable model
+            found nowhere is then downloaded into the cache (:func:`download_weights`).
         device: where to put the network (default: CPU).
         sha256: expected digest of the file; defaults to the registry's, if any.
-        verify: check the digest when one is known.
+        verify: check the digest when one is known (given, registered, or recorded beside a
+            downloaded file).
+        download: False never touches the network (a missing file raises FileNotFoundError).
 
     Returns:
         The network in eval mode with ``requires_grad=False`` everywhere and eval mode pinned
@@ -318,7 +508,8 @@ def load_discriminator(
         ``D.model_name`` and ``D.weights_origin`` say what was loaded.
 
     Raises:
-        FileNotFoundError: no weights found (the message lists every place searched).
+        FileNotFoundError: no weights found (the message lists every place searched);
+            DownloadError (a FileNotFoundError): downloads off, or the download failed.
         CheckpointError: unreadable file, digest mismatch, or keys/shapes that do not fit.
 
     >>> D = load_discriminator("ifqa-lite")
@@ -327,7 +518,7 @@ def load_discriminator(
     """
     cfg = get_model_config(name)
     net = _built(cfg, on_meta=True)
-    load_into(net, weights, name=cfg.name, sha256=sha256, verify=verify)
+    load_into(net, weights, name=cfg.name, sha256=sha256, verify=verify, download=download)
     net.freeze()
     return net.to(device) if device is not None else net
 
@@ -338,6 +529,7 @@ def create_model(
     *,
     weights: str | os.PathLike | Mapping[str, torch.Tensor] | None = None,
     device: str | torch.device | None = None,
+    download: bool = True,
 ) -> Discriminator:
     """A trainable discriminator, as ``timm.create_model``: random (default) or ``pretrained``.
 
@@ -349,6 +541,7 @@ def create_model(
         pretrained: load its weights (``weights``, or searched as :func:`find_weights` does).
         weights: a checkpoint for ``pretrained`` (must be None when not ``pretrained``).
         device: where to put it (default: CPU).
+        download: as :func:`load_discriminator` (for ``pretrained`` without ``weights``).
 
     Raises:
         ValueError: ``weights`` without ``pretrained``; an unknown name.
@@ -363,7 +556,7 @@ def create_model(
         raise ValueError("pretrained=False starts from random weights: pass weights=None")
     net = _built(cfg, on_meta=pretrained)
     if pretrained:
-        load_into(net, weights, name=cfg.name)
+        load_into(net, weights, name=cfg.name, download=download)
     else:
         net.weights_origin = "random initialisation"
     net.train()
@@ -409,7 +602,8 @@ def auto_model(weights: WeightsArg = None) -> str:
     log.log(
         level,
         "ifqa_loss: original IFQA weights not found; using the bundled model %r "
-        "(pass model='ifqa' with weights=PATH for the original metric)",
+        "(`ifqa download ifqa` fetches the original metric's weights; model='ifqa' downloads "
+        "them on first use)",
         model,
         extra={"auto_fallback": model},  # the CLI says it in its "# model:" line
     )
@@ -438,10 +632,13 @@ def resolve_model(
     if not isinstance(model, str):
         raise TypeError(f"model must be a string or a Discriminator, got {type(model).__name__}")
     cfg = get_model_config(auto_model(weights) if model == "auto" else model)
+    download = model != "auto"  # "auto" stays offline: it falls back to a bundled model
     if trainable:
-        net = create_model(cfg.name, pretrained=True, weights=weights, device=device)
+        net = create_model(
+            cfg.name, pretrained=True, weights=weights, device=device, download=download
+        )
     else:
-        net = load_discriminator(cfg.name, weights=weights, device=device)
+        net = load_discriminator(cfg.name, weights=weights, device=device, download=download)
     log.info("ifqa_loss: using model %r (weights: %s)", cfg.name, net.weights_origin)
     return net, cfg
 

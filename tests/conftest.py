@@ -16,6 +16,15 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Tests never download weights: ``IFQA_OFFLINE`` refuses it (subprocesses inherit it), and
+    no mirror from the environment is used. tests/test_download.py lifts it under its own
+    loopback server."""
+    monkeypatch.setenv("IFQA_OFFLINE", "1")
+    monkeypatch.delenv("IFQA_WEIGHTS_URL", raising=False)
+
+
 def shared_faces_dir() -> Path | None:
     """``$IFQA_FACES_DIR`` or ``<repo>/../shared/data/faces``, if it exists."""
     env = os.environ.get("IFQA_FACES_DIR")

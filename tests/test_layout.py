@@ -9,12 +9,12 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parent.parent / "ifqa_loss"
 # The core: what a user of the loss, the metric and the GAN term needs. It imports nothing
 # from the tools around it, so it can be read (and used) alone.
-CORE = ("", "_holder", "_io", "models", "weights", "preprocess", "regions", "masks", "gate")
-CORE += ("loss", "metric", "adversarial", "balance", "files", "align", "samples")
+CORE = ("", "_holder", "_io", "download", "models", "weights", "preprocess", "regions", "masks")
+CORE += ("gate", "loss", "metric", "adversarial", "balance", "files", "align", "samples")
 # The tools: commands, the compare report, the audit, the trainer and the framework glue.
 TOOLS = ("cli", "compare", "faces", "audit", "train", "integrations")
 # Within the core, the base knows nothing of the modules built on it.
-BASE = ("models", "weights", "preprocess", "regions", "masks", "gate", "_io")
+BASE = ("download", "models", "weights", "preprocess", "regions", "masks", "gate", "_io")
 ABOVE = ("loss", "metric", "adversarial", "files")
 # Optional frameworks: only their integration modules import them.
 FRAMEWORKS = ("basicsr", "gfpgan", "pyiqa", "lightning", "pytorch_lightning", "torchmetrics")

@@ -26,6 +26,12 @@ class ModelConfig:
         weight_file: the checkpoint's file name, looked up in the weight folders.
         sha256: expected digest of ``weight_file`` (None: no published digest).
         source: where the weights come from, in words.
+        drive_id: the Google Drive file id the weights are downloaded from (None: not on
+            Drive). A model with a ``drive_id`` or a ``url`` is downloadable: named explicitly
+            (``model="ifqa"``, ``ifqa download ifqa``), its weights are fetched into the user
+            cache when no local file is found. ``$IFQA_WEIGHTS_URL`` replaces either source by
+            ``<base URL>/<weight_file>``.
+        url: a plain HTTP(S) URL of ``weight_file`` (None: none).
         bundled: True when the package ships the weights.
         auto_fallback: whether ``model="auto"`` may fall back to this bundled model (False for
             a model with another job, such as the audit's independent judge).
@@ -42,10 +48,17 @@ class ModelConfig:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     file_pipeline: str = "resize_then_normalize"
     sha256: str | None = None
+    drive_id: str | None = None
+    url: str | None = None
     bundled: bool = False
     auto_fallback: bool = True
     params: str = ""
     description: str = field(default="", compare=False)
+
+    @property
+    def downloadable(self) -> bool:
+        """Whether the registry says where to download the weights from."""
+        return bool(self.drive_id or self.url)
 
     def build(self) -> Discriminator:
         """A freshly initialised network of this architecture (no weights loaded)."""
@@ -89,6 +102,7 @@ register_model(
         interpolation="bilinear",
         weight_file="IFQA_Metric.pth",
         source=f"official IFQA release, Google Drive file id {CNN_DRIVE_ID}",
+        drive_id=CNN_DRIVE_ID,
         params="105.2M",
         description="the original IFQA CNN per-pixel U-Net discriminator (WACV 2023)",
     )
@@ -102,6 +116,7 @@ register_model(
         weight_file="IFQA++_Metric.pth",
         file_pipeline="normalize_then_resize",
         source=f"official IFQA release, Google Drive file id {VIT_DRIVE_ID}",
+        drive_id=VIT_DRIVE_ID,
         params="656.9M",
         description="the original IFQA++ discriminator: MAE ViT-H/14 without masking",
     )
