@@ -5,6 +5,7 @@
   :mod:`ifqa_loss.compare.comparison`);
 - ``audit``: :mod:`ifqa_loss.cli.audit` (the audit itself is :mod:`ifqa_loss.audit`);
 - ``models``, ``convert``: :mod:`ifqa_loss.cli.models`;
+- ``download``: :mod:`ifqa_loss.cli.download`;
 - ``train``, ``validate``: :mod:`ifqa_loss.cli.train` (which parses its own options).
 
 Exit codes: :mod:`ifqa_loss.cli.exits`.
@@ -54,6 +55,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "ifqa_loss.cli.models",
         "configure_convert",
         "convert a .pth checkpoint to .safetensors",
+    ),
+    "download": (
+        "ifqa_loss.cli.download",
+        "configure",
+        "download the official ifqa / ifqa++ weights into the user cache",
     ),
 }
 # Handed over whole to ifqa_loss.cli.train, whose parsers own their options (and -h).

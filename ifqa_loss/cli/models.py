@@ -8,17 +8,28 @@ from .exits import EXIT_OK
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """Print one line per registered model: name, native size, parameters, weights file."""
+    """Print one line per registered model: name, native size, parameters, weights file and
+    its sha256 (recorded beside a downloaded file, or published in the registry)."""
     from ..models import list_models
-    from ..weights import find_weights
+    from ..weights import CheckpointError, find_weights, recorded_sha256
 
     print(f"{'name':<11} {'size':>4} {'params':>7}  weights")
     for cfg in list_models():
+        digest = cfg.sha256
         try:
-            where = str(find_weights(cfg.name))
+            path = find_weights(cfg.name)
+            where = str(path)
+            try:
+                digest = recorded_sha256(path) or (
+                    cfg.sha256 if path.name == cfg.weight_file else None
+                )
+            except CheckpointError as e:
+                digest = f"unreadable record: {e}"
         except FileNotFoundError:
-            where = f"not found ({cfg.weight_file}: {cfg.source})"
-        print(f"{cfg.name:<11} {cfg.native_size:>4} {cfg.params:>7}  {where}")
+            fetch = f"; ifqa download {cfg.name}" if cfg.downloadable else ""
+            where = f"not found ({cfg.weight_file}: {cfg.source}{fetch})"
+        sha = f"  sha256 {digest}" if digest else ""
+        print(f"{cfg.name:<11} {cfg.native_size:>4} {cfg.params:>7}  {where}{sha}")
     return EXIT_OK
 
 
