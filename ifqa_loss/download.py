@@ -12,6 +12,7 @@ says what a file looks like.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -145,11 +146,17 @@ def describe(path: str | os.PathLike) -> str:
     p = Path(path)
     size = p.stat().st_size
     with open(p, "rb") as f:
-        head = f.read(1024)
+        head = f.read(4096)
+        f.seek(max(0, size - 65_557))  # a zip's end record lies in its last 64 KiB + 22 bytes
+        tail = f.read()
     if not head:
         kind = "an empty file"
     elif looks_like_html(head):
-        kind = "an HTML page"
+        title = re.search(rb"<title[^>]*>([^<]{1,200})", head, re.IGNORECASE)
+        named = f" titled {title.group(1).decode('utf-8', 'replace').strip()!r}" if title else ""
+        kind = f"an HTML page{named}"
+    elif head.startswith(b"PK\x03\x04") and b"PK\x05\x06" not in tail:
+        kind = "the start of a zip archive (torch's format) without its end: cut short"
     elif head.startswith(b"PK\x03\x04"):
         kind = "a zip archive, the format of torch checkpoints"
     elif head[:1] == b"\x80":

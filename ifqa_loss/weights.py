@@ -257,14 +257,16 @@ def _check_download(cfg: ModelConfig, tmp: Path, source: str) -> None:
     if looks_like_html(head):
         raise CheckpointError(
             f"{intro} is an HTML page, not a checkpoint ({describe(tmp)}): Google Drive sends "
-            "one when the file's download quota is exceeded or to confirm a virus scan, a "
-            f"server for a missing file or a login. {kept}"
+            "one instead of the file when its download quota is exceeded or to confirm a virus "
+            f"scan; other servers, for a missing file or a login. {kept}"
         )
     try:
         sd = read_state_dict(tmp)
         check_state_dict(_built(cfg, on_meta=True), sd, "it")
     except CheckpointError as e:
         detail = str(e).replace(f"checkpoint {tmp}", "it").replace(str(tmp), "it")
+        if detail.startswith("cannot read it"):  # torch's advice after its first sentence
+            detail = detail.split(". ")[0].rstrip(".")
         raise CheckpointError(
             f"{intro} is not a checkpoint of model {cfg.name!r}: {describe(tmp)} arrived, and "
             f"{detail}. {kept}"
