@@ -78,8 +78,7 @@ class GANRestorer(L.LightningModule):
         opt_d.zero_grad()
         self.manual_backward(d_loss)
         opt_d.step()
-        stats = self.adv.stats()  # {'d_loss', 'acc_real', 'acc_fake'} as floats
-        logs = {"l1": l1, "gan": gan, **stats}
+        logs = {"l1": l1, "gan": gan, **self.adv.stats()}  # + d_loss, acc_real, acc_fake
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True)
 
     def validation_step(self, batch, batch_idx):
@@ -139,9 +138,10 @@ def main(argv=None) -> L.Trainer:
     torch.manual_seed(0)
     model = GANRestorer(args.model)
     trainer = fit(model, args)
-    print({k: round(float(v), 4) for k, v in sorted(trainer.callback_metrics.items())})
-    if args.export:
-        print("discriminator written to", model.adv.export(args.export))  # IFQAMetric(weights=)
+    if trainer.is_global_zero:  # once, not on every DDP rank
+        print({k: round(float(v), 4) for k, v in sorted(trainer.callback_metrics.items())})
+        if args.export:  # IFQAMetric(weights=path) scores with it
+            print("discriminator written to", model.adv.export(args.export))
     return trainer
 
 
