@@ -24,6 +24,7 @@ PACKAGE = Path(__file__).resolve().parent / "ifqa_loss"
 OPTIONAL_MODULES = {
     "basicsr": "pip install --no-build-isolation 'ifqa-loss[basicsr]'",
     "torchmetrics": "pip install 'ifqa-loss[torchmetrics]'",
+    "pyiqa": "pip install 'ifqa-loss[pyiqa]'",
     "dlib": "pip install 'ifqa-loss[align]'",
     "face_recognition_models": "pip install 'ifqa-loss[align]'",
     "piq": "pip install 'ifqa-loss[judges]'",

@@ -47,17 +47,21 @@ def test_quick_run_collects_the_package_doctests():
 
 def test_missing_extra_is_skipped_with_its_reason(tmp_path):
     files = ["ifqa_loss/integrations/basicsr.py", "ifqa_loss/integrations/torchmetrics.py"]
-    res = _collect(tmp_path, "basicsr,torchmetrics", *files, "ifqa_loss/masks.py")
+    files.append("ifqa_loss/integrations/pyiqa.py")
+    res = _collect(tmp_path, "basicsr,torchmetrics,pyiqa", *files, "ifqa_loss/masks.py")
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     assert "error" not in out.lower(), out
     skipped = [line for line in out.splitlines() if line.startswith("SKIPPED")]
-    assert len(skipped) == 2, out
+    assert len(skipped) == 3, out
     assert "ifqa_loss/integrations/basicsr.py: needs basicsr: pip install" in skipped[0]
     assert "'ifqa-loss[basicsr]'" in skipped[0]
     assert skipped[1].endswith(
         "ifqa_loss/integrations/torchmetrics.py: needs torchmetrics: "
         "pip install 'ifqa-loss[torchmetrics]'"
+    )
+    assert skipped[2].endswith(
+        "ifqa_loss/integrations/pyiqa.py: needs pyiqa: pip install 'ifqa-loss[pyiqa]'"
     )
     # The other modules' examples are still collected (through addopts' --doctest-modules).
     assert "ifqa_loss/masks.py::ifqa_loss.masks.face_region_masks" in out
