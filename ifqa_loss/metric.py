@@ -171,6 +171,16 @@ class IFQAMetric(HoldsDiscriminator):
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=AMP_DTYPES[self.amp])
 
+    def _gated(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Maps of one batch of network-ready inputs on the device, times P(face) when there
+        is a gate: ``(maps (B, 1, S, S), P(face) (B,) or None)``. Gradients follow autograd."""
+        with self._autocast():
+            maps = self._net_fn(x).float()
+        if self.face_gate is None:
+            return maps, None
+        p = self._p_face(x)
+        return maps * p.view(-1, 1, 1, 1), p
+
     @torch.no_grad()
     def _maps_normalised(
         self, x: torch.Tensor, with_p_face: bool = False
@@ -179,18 +189,26 @@ class IFQAMetric(HoldsDiscriminator):
         with ``with_p_face``, ``(maps, P(face) (B,))`` (None without a gate)."""
         out, p_face = [], []
         for chunk in x.split(self.batch_size):
-            chunk = chunk.to(self.device)
-            with self._autocast():
-                maps = self._net_fn(chunk).float()
-            if self.face_gate is not None:
-                p = self._p_face(chunk)
-                maps = maps * p.view(-1, 1, 1, 1)
-                p_face.append(p)
+            maps, p = self._gated(chunk.to(self.device))
             out.append(maps)
+            if p is not None:
+                p_face.append(p)
         maps = torch.cat(out)
         if not with_p_face:
             return maps
         return maps, torch.cat(p_face) if p_face else None
+
+    def scores_with_grad(self, images: torch.Tensor) -> torch.Tensor:
+        """The scores of :meth:`forward` with gradients to ``images`` (the networks stay
+        frozen), in one batch, for a framework that uses the metric as a loss (pyiqa's
+        ``as_loss``). Values are checked only when no gradient is being recorded.
+
+        Shape:
+            (B, C, H, W) in ``input_range`` -> (B,).
+        """
+        x = check_images(images, self.input_range, check_values=not torch.is_grad_enabled())
+        inp = to_model_input(x.to(self.device, torch.float32), self.config, self.input_range)
+        return self._gated(inp)[0].mean((1, 2, 3))
 
     @torch.no_grad()
     def maps(self, images: torch.Tensor) -> torch.Tensor:

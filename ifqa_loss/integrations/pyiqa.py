@@ -54,7 +54,6 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from ..metric import IFQAMetric
-from ..preprocess import check_images, to_model_input
 
 if "override" not in inspect.signature(ARCH_REGISTRY.register).parameters:  # pragma: no cover
     raise ImportError(
@@ -101,13 +100,7 @@ class IFQALossArch(nn.Module):
         Values are checked (NaN/Inf, another convention) when scoring, as the metric does;
         with gradients on, as a loss, only shapes, as pyiqa drops its range check then.
         """
-        m = self.scorer
-        x = check_images(x, (0.0, 1.0), check_values=not torch.is_grad_enabled())
-        inp = to_model_input(x.to(m.device, torch.float32), m.config)
-        maps = m.discriminator(inp).float()
-        if m.face_gate is not None:
-            maps = maps * m.face_gate.probability(m.gate_input(inp)).view(-1, 1, 1, 1)
-        return maps.mean((1, 2, 3))
+        return self.scorer.scores_with_grad(x)
 
 
 def _config(model: str) -> dict:
