@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from ifqa_loss import IFQAMetric
 from ifqa_loss.files.heatmap import colorize, overlay
@@ -49,7 +50,8 @@ def main() -> None:
 
     folder = Path(args.folder) if args.folder else sample_folder()
     files = sorted(str(f) for f in folder.iterdir() if f.suffix.lower() in EXTS)
-    metric = IFQAMetric(model=args.model, batch_size=16)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    metric = IFQAMetric(model=args.model, device=device, batch_size=16)
     print(f"model {metric.model_name} ({metric.weights_origin}), {len(files)} files")
 
     records = metric.score_files(files, regions=True, return_maps=True, workers=1)
