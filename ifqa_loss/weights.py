@@ -21,6 +21,7 @@ Checkpoints are never unpickled without restriction: ``.pth`` files go through
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -437,23 +438,8 @@ def load_into(
             path = Path(weights).expanduser()
             if path.is_dir() and cfg is not None:
                 path = path / cfg.weight_file
-        known = cfg.sha256 if cfg is not None and path.name == cfg.weight_file else None
-        expected = sha256 or known
-        recorded = recorded_sha256(path) if verify and path.is_file() else None
-        if verify and (expected or recorded) and path.is_file():
-            digest = sha256sum(path)
-            if expected and digest != expected.lower():
-                raise CheckpointError(
-                    f"checkpoint {path} has sha256 {digest}, expected {expected}: the file is "
-                    f"damaged or is not the {path.name} this package knows"
-                )
-            if recorded and digest != recorded:
-                again = f"run `ifqa download {cfg.name}`" if cfg else "download it"
-                raise CheckpointError(
-                    f"checkpoint {path} changed since it was downloaded: its sha256 is "
-                    f"{digest}, but {digest_file(path)} recorded {recorded}. Delete both files "
-                    f"and {again} again, or pass verify=False to load it as it is"
-                )
+        if verify and path.is_file():
+            _verify_digest(path, cfg, sha256)
         sd = read_state_dict(path)
         origin = str(path.resolve()) if path.is_file() else str(path)
         source = f"checkpoint {path}"
@@ -462,11 +448,35 @@ def load_into(
     sd = {k: v.to(own[k].dtype) if own[k].is_floating_point() else v for k, v in sd.items()}
     # A network built on the meta device takes the checkpoint's tensors; another keeps its
     # own parameters (an optimizer may hold them) and copies the values in.
-    on_meta = any(t.is_meta for t in net.state_dict().values())
+    on_meta = any(t.is_meta for t in own.values())
     net.load_state_dict(sd, strict=True, assign=on_meta)
     net.weights_origin = origin
     log.info("ifqa_loss: loaded %s weights from %s", name or type(net).__name__, origin)
     return origin
+
+
+def _verify_digest(path: Path, cfg: ModelConfig | None, sha256: str | None) -> None:
+    """Raise CheckpointError unless ``path`` has the expected digest (``sha256``, else the
+    registry's for its own file name) and the one recorded beside it when it was downloaded.
+    Reads the file only when there is a digest to compare."""
+    known = cfg.sha256 if cfg is not None and path.name == cfg.weight_file else None
+    expected = sha256 or known
+    recorded = recorded_sha256(path)
+    if not (expected or recorded):
+        return
+    digest = sha256sum(path)
+    if expected and digest != expected.lower():
+        raise CheckpointError(
+            f"checkpoint {path} has sha256 {digest}, expected {expected}: the file is "
+            f"damaged or is not the {path.name} this package knows"
+        )
+    if recorded and digest != recorded:
+        again = f"run `ifqa download {cfg.name}`" if cfg else "download it"
+        raise CheckpointError(
+            f"checkpoint {path} changed since it was downloaded: its sha256 is "
+            f"{digest}, but {digest_file(path)} recorded {recorded}. Delete both files "
+            f"and {again} again, or pass verify=False to load it as it is"
+        )
 
 
 def _built(cfg: ModelConfig, on_meta: bool) -> Discriminator:
@@ -649,8 +659,6 @@ def _given_module(
     model: torch.nn.Module, device: str | torch.device | None, trainable: bool
 ) -> tuple[Discriminator, ModelConfig]:
     """A user's ``Discriminator`` and a config derived from it."""
-    import copy
-
     if not isinstance(model, Discriminator):
         raise TypeError(
             f"model must be a registered name or an ifqa_loss Discriminator, got "
@@ -677,6 +685,8 @@ def _given_module(
         source="user-supplied module",
         sha256=None,
         bundled=False,
+        drive_id=None,
+        url=None,
     )
     if not hasattr(net, "weights_origin"):
         net.weights_origin = "user-supplied module"
