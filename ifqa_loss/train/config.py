@@ -84,6 +84,13 @@ class DataConfig:
     # fakes when ``degradation.degenerate_prob`` is on (our addition). Empty: non-face fakes
     # are the face's own tiles shuffled.
     backgrounds: list[str] = field(default_factory=list)
+    # Whole photographs (glob patterns relative to the root) whose faces dlib finds and aligns
+    # to the FFHQ crop at ``base_size`` as further clean training faces (our addition; the
+    # ``[align]`` extra). A face smaller than ``base_size / photo_max_upscale`` px in its
+    # photograph is skipped: enlarged that much it would be a blurred face labelled real.
+    # Held-out and excluded files are never read.
+    photos: list[str] = field(default_factory=list)
+    photo_max_upscale: float = 2.0
 
 
 @dataclass

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from .._io import list_images
 from ..faces.images import load_face
 from ..preprocess import luma, resize_map
 from .artefacts import random_artefact
 from .config import DataConfig, DegradationConfig
-from .degenerate import random_degenerate
+from .degenerate import load_photo, random_degenerate
 from .degradations import random_degradation
 
 
@@ -176,3 +177,32 @@ class StreamSampler(Sampler[int]):
 def load_faces_uint8(paths: Sequence[Path], size: int) -> list[torch.Tensor]:
     """Faces as (3, size, size) uint8 tensors (kept in memory for the whole run)."""
     return [(load_face(p, size) * 255.0).round().to(torch.uint8) for p in paths]
+
+
+def photo_files(root: Path, data: DataConfig) -> list[Path]:
+    """The files of ``data.photos`` under ``root``, without held-out and excluded ones."""
+    if not data.photos:
+        return []
+    kept_out = {(root / v).resolve() for v in data.val}
+    kept_out |= {p.resolve() for p in list_images(root, data.exclude)} if data.exclude else set()
+    return [p for p in list_images(root, data.photos) if p.resolve() not in kept_out]
+
+
+def photo_faces_uint8(paths: Sequence[Path], size: int, max_upscale: float) -> list[torch.Tensor]:
+    """Every face dlib finds in the photographs, aligned to the FFHQ crop, as (3, size, size)
+    uint8 tensors; a face enlarged by more than ``max_upscale`` to fill the crop is skipped.
+
+    Photographs are read with their long side shrunk to 2048 px (the gate's test photographs
+    are read the same way). Needs the ``[align]`` extra (dlib).
+    """
+    from ..align import align_faces, require
+
+    require()
+    out = []
+    for path in paths:
+        photo = (load_photo(path, 2048) * 255.0).round().astype(np.uint8)
+        for face in align_faces(photo, size=size):
+            crop_px_per_photo_px = float(np.sqrt(abs(np.linalg.det(face.matrix[:, :2]))))
+            if crop_px_per_photo_px <= max_upscale:
+                out.append(torch.from_numpy(face.crop.transpose(2, 0, 1).copy()))
+    return out

@@ -50,7 +50,7 @@ from ..models.registry import list_models
 from ..regions import RegionWeights
 from ..weights import find_weights
 from .config import TrainConfig
-from .data import FaceStream, StreamSampler, load_faces_uint8
+from .data import FaceStream, StreamSampler, load_faces_uint8, photo_faces_uint8, photo_files
 from .degenerate import load_photo
 from .ema import ema_update
 from .fpr import (
@@ -413,6 +413,12 @@ def _load_data(
         root = cfg.faces_root(data_root)
         train_files, val_files = split_faces(root, cfg.data)
         faces = load_faces_uint8(train_files, cfg.data.base_size)
+        photos = photo_files(root, cfg.data)
+        if photos:
+            found = photo_faces_uint8(photos, cfg.data.base_size, cfg.data.photo_max_upscale)
+            log.info("%d faces aligned from %d photographs", len(found), len(photos))
+            faces += found
+            train_files = train_files + photos
         if val_faces is None and di.is_main and val_files:
             from ..faces.images import load_face
 
