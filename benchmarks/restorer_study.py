@@ -24,6 +24,10 @@ strengths), then fine-tuned from those weights, on the same batches, once per br
 - ``uniform``: ``cotrained`` with every pixel of the face weighted alike (no extra weight on the
   eyes, nose and mouth): does the region emphasis draw the dark outlines seen around them?
   (2026-12-03).
+- ``unsharp`` (a control, no training): the finished ``l1`` run's outputs of the same seed,
+  sharpened after the fact by an unsharp mask of sigma 1 px at the run's "weight" as its
+  amount. NIQE and ``ifqa-judge`` reward sharpening, so a branch that does no better than
+  these points at the same PSNR did no more than sharpen (2026-12-07).
 
 Every branch runs the discriminator at the crop's own size (128 px crops of 256 px faces: the
 scale ``ifqa-lite`` was trained at), with the eye/nose/mouth weights of the whole face cropped
@@ -158,6 +162,7 @@ WEIGHTS = {
     "adaptive": (0.5, 2.0),
     "adaptive-random": (0.5, 2.0),
     "uniform": (0.01, 0.03),
+    "unsharp": (0.25, 0.5, 1.0),
 }
 RECOMMENDED = {
     "cotrained": 0.01,
@@ -168,7 +173,9 @@ RECOMMENDED = {
     "adaptive": 0.5,
     "adaptive-random": 0.5,
     "uniform": 0.01,
+    "unsharp": 0.5,
 }
+CONTROL_SIGMA = 1.0  # px, at the held-out cases' 256 px
 # ``adaptive`` ratios, fixed before any of its runs from training batches only: at the fixed
 # weight 0.01 the term's gradient at the restorer's last layer started at a median 10-15 x L1's
 # (warm start; 2 x from random weights) and ended the runs at 0.4-0.6 x (random start). 0.5
@@ -268,7 +275,8 @@ def make_term(run: Run, weights: Path, d_lr: float = 1e-4) -> IFQAAdversarialLos
     ``d_lr``."""
     if run.branch == "l1":
         return None
-    kw = {"resize": False, "lr": d_lr, "region_weights": FPR_WEIGHTS}
+    # warmup=0: the study takes its discriminator-only steps itself, with the restorer frozen
+    kw = {"resize": False, "lr": d_lr, "region_weights": FPR_WEIGHTS, "warmup": 0}
     if run.branch == "features":
         return IFQAAdversarialLoss(
             "ifqa-lite", weights, loss_weight=0.0, feature_weight=run.weight, **kw
@@ -562,6 +570,34 @@ def judged(
     return fields
 
 
+def sharpened_l1(run: Run, out: Path, data: dict, measures: Measures) -> dict:
+    """The ``unsharp`` control: ``l1_sN``'s saved outputs, unsharp-masked at ``run.weight``
+    (sigma :data:`CONTROL_SIGMA`), measured like a run; written to ``runs/NAME/``."""
+    from ifqa_loss.faces.degrade import unsharp
+
+    source = out / "runs" / f"l1_s{run.seed}" / "outputs.pt"
+    if not source.is_file():
+        raise FileNotFoundError(f"{run.name} sharpens the outputs of l1_s{run.seed}: run it first")
+    t0 = time.time()
+    imgs = torch.load(source, weights_only=True).float() / 255.0
+    x = quantize_t(torch.stack([_t(unsharp(_np(i), CONTROL_SIGMA, run.weight)) for i in imgs]))
+    m = measures(x, data["gt"])
+    folder = out / "runs" / run.name
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(_uint8(x), folder / "outputs.pt")
+    result = {
+        "run": {**asdict(run), "name": run.name},
+        "control": {"of": f"l1_s{run.seed}", "sigma": CONTROL_SIGMA, "amount": run.weight},
+        "pinned_sha256": {k: _sha(p) for k, p in data["pinned"].items()},
+        "summary": summary(m, [], 0),
+        "per_case": {k: v.double().tolist() for k, v in m.items()},
+        "seconds_this_part": round(time.time() - t0, 1),
+        "judges_missing": measures.missing,
+    }
+    atomic_write_text(folder / "result.json", strict_json(result))
+    return result
+
+
 def run_one(run: Run, out: Path, data: dict, measures: Measures, st: Settings) -> dict:
     """Fine-tune, restore the held-out cases, measure, write ``runs/NAME/result.json``: the
     ``summary`` of the moving average of the weights (of the last step's when ``st.ema`` is
@@ -664,7 +700,10 @@ def main(argv: list[str] | None = None) -> int:
     for run, state in status(out, extra):
         if run.name in only and state != "done":
             print(f"{run.name}: {state}", flush=True)
-            res = run_one(run, out, data, measures, st)
+            if run.branch == "unsharp":
+                res = sharpened_l1(run, out, data, measures)
+            else:
+                res = run_one(run, out, data, measures, st)
             print(f"{run.name}: {json.dumps(res['summary'])}", flush=True)
     return 0
 

@@ -44,6 +44,7 @@ ORDER = (
     "adaptive",
     "adaptive-random",
     "uniform",
+    "unsharp",
 )
 
 

@@ -14,6 +14,9 @@ from ifqa_loss.samples import astronaut_face
 
 p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 p.add_argument("--steps", type=int, default=20)
+p.add_argument(
+    "--warmup", type=int, default=10, help="discriminator steps first (the recipe and default: 200)"
+)
 p.add_argument("--export", help="write the trained discriminator here (safetensors)")
 args = p.parse_args()
 
@@ -22,8 +25,9 @@ gt = astronaut_face(128)  # (1, 3, 128, 128) in [0, 1]; use your (degraded, clea
 lq = F.interpolate(F.avg_pool2d(gt, 4), scale_factor=4, mode="bilinear")
 restorer = TinyRestorer()
 opt = torch.optim.Adam(restorer.parameters(), lr=5e-4)
-# A warm start from IFQA, with its own Adam inside.
-adv = IFQAAdversarialLoss(resize=False, region_weights=FPR_WEIGHTS)
+# A warm start from IFQA, with its own Adam inside at the restorer's learning rate; its term
+# is 0 until the discriminator has taken --warmup steps.
+adv = IFQAAdversarialLoss(resize=False, region_weights=FPR_WEIGHTS, lr=opt, warmup=args.warmup)
 
 for step in range(args.steps):
     out = restorer(lq)

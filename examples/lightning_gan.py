@@ -43,20 +43,26 @@ class DegradedFaces(Dataset):
         return lq.clamp(0, 1), gt
 
 
+LR = 5e-4  # the restorer's and the discriminator's: the recipe ties the two
+
+
 class GANRestorer(L.LightningModule):
-    def __init__(self, model: str = "auto") -> None:
+    def __init__(self, model: str = "auto", warmup: int = 200) -> None:
         super().__init__()
         self.automatic_optimization = False  # two optimizers, stepped in a set order
         self.restorer = TinyRestorer()
-        # Starts from IFQA's weights; resize=False: runs at the crops' own size.
-        self.adv = IFQAAdversarialLoss(model, resize=False, region_weights=FPR_WEIGHTS)
+        # Starts from IFQA's weights; resize=False: runs at the crops' own size. Its term is 0
+        # until the discriminator has taken `warmup` steps (200 is the default and the recipe).
+        self.adv = IFQAAdversarialLoss(
+            model, resize=False, region_weights=FPR_WEIGHTS, warmup=warmup
+        )
         self.val_ifqa = IFQAScore(model)  # a frozen IFQA: never the discriminator being trained
 
     def configure_optimizers(self):
         # The restorer's optimizer holds the restorer alone: adv.parameters() are the
         # discriminator's and go to their own optimizer (adv's defaults: Adam, betas 0.9/0.99).
-        opt_g = torch.optim.Adam(self.restorer.parameters(), lr=5e-4)
-        opt_d = torch.optim.Adam(self.adv.parameters(), lr=1e-4, betas=(0.9, 0.99))
+        opt_g = torch.optim.Adam(self.restorer.parameters(), lr=LR)
+        opt_d = torch.optim.Adam(self.adv.parameters(), lr=LR, betas=(0.9, 0.99))
         return opt_g, opt_d
 
     def training_step(self, batch, batch_idx):
@@ -96,6 +102,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=128, help="crop side, a multiple of 32")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--model", default="auto", help="IFQA model of the warm start and the metric")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="discriminator steps before its term reaches the restorer (default: 200, the "
+        "recipe, or half of --steps when fewer)",
+    )
     p.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--out", default="lightning_logs", help="Lightning's logs and checkpoints")
@@ -136,7 +149,8 @@ def fit(model: GANRestorer, args: argparse.Namespace) -> L.Trainer:
 def main(argv=None) -> L.Trainer:
     args = parse_args(argv)
     torch.manual_seed(0)
-    model = GANRestorer(args.model)
+    warmup = min(200, args.steps // 2) if args.warmup is None else args.warmup
+    model = GANRestorer(args.model, warmup)
     trainer = fit(model, args)
     if trainer.is_global_zero:  # once, not on every DDP rank
         print({k: round(float(v), 4) for k, v in sorted(trainer.callback_metrics.items())})

@@ -5,10 +5,15 @@ fool it (``ifqa audit``: its input gradient points to the clean face no more oft
 Face-restoration pipelines (GFPGAN, Real-ESRGAN, CodeFormer) instead train their discriminator
 beside the restorer. This module does that with IFQA's per-pixel U-Net as the warm start::
 
-    adv = IFQAAdversarialLoss()                     # a trainable copy of the bundled model
-    loss = F.l1_loss(out, gt) + adv(out, gt)        # restorer's step (default weight)
+    adv = IFQAAdversarialLoss(lr=opt_g)             # a trainable copy of the bundled model
+    loss = F.l1_loss(out, gt) + adv(out, gt)        # zero for the first ``warmup`` steps
     loss.backward(); opt_g.step()
     stats = adv.discriminator_step(gt, out.detach())  # one discriminator update
+
+The defaults are the recipe of docs/adversarial.md where the loss can hold it: the discriminator
+learns alone for ``warmup`` steps before the restorer feels it, and ``lr=opt_g`` keeps its
+learning rate at the restorer's. What it cannot hold, the restorer's side does: validate and ship
+a moving average of the restorer's weights (``torch.optim.swa_utils.AveragedModel``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from .weights import WeightsArg, create_model, export_discriminator, resolve_mod
 
 # The restorer term's default weight beside an L1 loss of weight 1 (see docs/adversarial.md).
 DEFAULT_WEIGHT = 0.01
+# Discriminator steps before the restorer's term starts (the recipe's warm-up).
+DEFAULT_WARMUP = 200
 
 
 def trainable_discriminator(
@@ -94,7 +101,10 @@ class IFQAAdversarialLoss(nn.Module):
 
     Each training iteration: the restorer's loss with ``adv(pred, target)``, its backward and
     optimizer step, then ``adv.discriminator_step(target, pred.detach())`` (in that order: the
-    discriminator step changes the weights the restorer's backward needs).
+    discriminator step changes the weights the restorer's backward needs). Until the
+    discriminator has taken ``warmup`` steps, ``adv(pred)`` is zero (with a graph, so the
+    restorer's backward is unchanged): a warm-started discriminator first learns what this
+    restorer's outputs look like, and does not push it with what it learnt elsewhere.
 
     Args:
         model: ``"auto"`` (the original ``ifqa`` weights if found, else the bundled
@@ -113,7 +123,12 @@ class IFQAAdversarialLoss(nn.Module):
             discriminator's features of the output to those of the target (0: off).
         resize: run the discriminator at its native size (as ``IFQALoss`` does); False runs it at
             the image's own size (fully convolutional; sides must be multiples of 32).
-        lr, betas: Adam settings of the discriminator.
+        lr: the discriminator's Adam learning rate: a number, or the restorer's optimizer,
+            whose first parameter group's rate it then follows at every step (schedulers
+            included): the recipe ties the two.
+        betas: Adam's betas for the discriminator.
+        warmup: discriminator steps before the restorer's term starts (0: from the first
+            call); :attr:`d_steps` counts them, and a resumed run keeps the count.
         r1_weight, r1_every: lazy R1 penalty on real images, ``r1_weight / 2 * |grad|^2`` with
             the gradient of each image's mean logit with respect to the network's input,
             applied every ``r1_every`` discriminator steps and scaled by ``r1_every``; off
@@ -126,15 +141,21 @@ class IFQAAdversarialLoss(nn.Module):
         pred, target (B, 3, H, W) in ``input_range`` -> 0-dim loss.
 
     Raises:
-        ValueError: negative weights, a bad ``r1_every``, an unknown region or model.
+        ValueError: negative weights or ``lr``, a bad ``r1_every`` or ``warmup``, an unknown
+            region or model.
+        TypeError: ``lr`` neither a number nor a ``torch.optim.Optimizer``.
 
     Example:
-        >>> adv = IFQAAdversarialLoss("ifqa-lite", resize=False)
+        >>> adv = IFQAAdversarialLoss("ifqa-lite", resize=False, warmup=1)
         >>> out = torch.rand(1, 3, 64, 64, requires_grad=True)
-        >>> adv(out).backward()                     # the restorer's step (gradients to out)
+        >>> float(adv(out))                         # the discriminator has not stepped yet
+        0.0
         >>> stats = adv.discriminator_step(torch.rand(1, 3, 64, 64), out.detach())
         >>> sorted(stats), adv.d_steps
         (['acc_fake', 'acc_real', 'd_loss'], 1)
+        >>> adv(out).backward()                     # the restorer's step (gradients to out)
+        >>> bool(out.grad.abs().sum() > 0)
+        True
     """
 
     def __init__(
@@ -149,8 +170,9 @@ class IFQAAdversarialLoss(nn.Module):
         loss_weight: float = DEFAULT_WEIGHT,
         feature_weight: float = 0.0,
         resize: bool = True,
-        lr: float = 1e-4,
+        lr: float | torch.optim.Optimizer = 1e-4,
         betas: tuple[float, float] = (0.9, 0.99),
+        warmup: int = DEFAULT_WARMUP,
         r1_weight: float = 0.0,
         r1_every: int = 16,
         augment: float = 0.5,
@@ -165,6 +187,9 @@ class IFQAAdversarialLoss(nn.Module):
             )
         if isinstance(r1_every, bool) or not isinstance(r1_every, int) or r1_every < 1:
             raise ValueError(f"r1_every must be an int >= 1, got {r1_every!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be an int >= 0 (discriminator steps), got {warmup!r}")
+        self.lr_source, lr = _learning_rate(lr)
         self.input_check = InputCheck(
             type(self).__name__, input_range, mode=check_inputs, every=check_every
         )
@@ -179,12 +204,18 @@ class IFQAAdversarialLoss(nn.Module):
         self.r1_every = r1_every
         self.augment = DiscriminatorAugment(augment)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, betas=betas)
+        self.warmup = warmup
         self.d_steps = 0
         self.last_d_stats: dict[str, float] = {}
 
     @property
     def model_name(self) -> str:
         return self.config.name
+
+    @property
+    def warming_up(self) -> bool:
+        """True until the discriminator has taken ``warmup`` steps (the restorer's term is 0)."""
+        return self.d_steps < self.warmup
 
     @property
     def weights_origin(self) -> str:
@@ -207,7 +238,7 @@ class IFQAAdversarialLoss(nn.Module):
             f"model={self.model_name!r}, start={self.weights_origin!r}, "
             f"loss_weight={self.loss_weight}, feature_weight={self.feature_weight}, "
             f"region_weights={self.regions.as_dict()}, resize={self.resize}, "
-            f"r1_weight={self.r1_weight}, r1_every={self.r1_every}"
+            f"r1_weight={self.r1_weight}, r1_every={self.r1_every}, warmup={self.warmup}"
         )
 
     # -- the discriminator's input -------------------------------------------------------------
@@ -255,8 +286,13 @@ class IFQAAdversarialLoss(nn.Module):
 
         No gradient reaches the discriminator's weights; gradients reach ``pred``.
         ``landmarks``/``masks`` place the regions as in :meth:`ifqa_loss.IFQALoss.forward`.
+        Zero (``0 * pred.sum()``, so that ``backward`` still runs) while :attr:`warming_up`.
         """
         x = self._checked(pred, "pred")
+        if self.feature_weight > 0 and target is not None:
+            target = self._checked_target(target, x)
+        if self.warming_up:  # inputs checked all the same: a mistake shows from the first step
+            return 0.0 * x.sum()
         with _no_weight_grad(self.net):
             inp = self._model_input(self._unit(x))
             if self.feature_weight > 0 and target is not None:
@@ -267,21 +303,23 @@ class IFQAAdversarialLoss(nn.Module):
             per_image = weighted_mean(F.softplus(-logits.float()), wmap)
             loss = self.loss_weight * per_image.mean()
             if feats is not None:
-                loss = loss + self.feature_weight * self._feature_term(x, target, feats, wmap)
+                loss = loss + self.feature_weight * self._feature_term(target, feats, wmap)
         return loss
+
+    def _checked_target(self, target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        t = self._checked(target, "target")
+        if t.shape != x.shape:
+            raise ValueError(f"target shape {tuple(t.shape)} does not match {tuple(x.shape)}")
+        return t
 
     def _feature_term(
         self,
-        x: torch.Tensor,
         target: torch.Tensor,
         feats: Sequence[torch.Tensor],
         wmap: torch.Tensor | None,
     ) -> torch.Tensor:
-        t = self._checked(target, "target")
-        if t.shape != x.shape:
-            raise ValueError(f"target shape {tuple(t.shape)} does not match {tuple(x.shape)}")
         with torch.no_grad():
-            refs, _ = self.net._levels(self._model_input(self._unit(t.detach())))
+            refs, _ = self.net._levels(self._model_input(self._unit(target.detach())))
         return feature_distance(list(feats), list(refs), wmap).mean()
 
     # -- the discriminator's update ------------------------------------------------------------
@@ -327,6 +365,10 @@ class IFQAAdversarialLoss(nn.Module):
         Returns ``{"d_loss", "acc_real", "acc_fake"[, "r1"]}`` as Python floats: the loss
         (without R1), the fraction of real pixels judged real and of fake pixels judged fake.
         """
+        if self.lr_source is not None:
+            rate = self.lr_source.param_groups[0]["lr"]
+            for group in self.optimizer.param_groups:
+                group["lr"] = rate
         self.optimizer.zero_grad(set_to_none=True)
         self.d_loss(real, fake, r1=r1).backward()
         self.optimizer.step()
@@ -357,6 +399,19 @@ class IFQAAdversarialLoss(nn.Module):
         """Write the discriminator's weights as safetensors (atomically), named with its model,
         so ``IFQAMetric(weights=path)`` and ``IFQALoss(weights=path)`` load it."""
         return export_discriminator(self.net, path)
+
+
+def _learning_rate(
+    lr: float | torch.optim.Optimizer,
+) -> tuple[torch.optim.Optimizer | None, float]:
+    """``(optimizer to follow or None, starting rate)`` from the ``lr`` argument."""
+    if isinstance(lr, torch.optim.Optimizer):
+        return lr, float(lr.param_groups[0]["lr"])
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise TypeError(f"lr must be a number or the restorer's torch.optim.Optimizer, got {lr!r}")
+    if lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    return None, float(lr)
 
 
 def _r1_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ifqa_loss import IFQAAdversarialLoss, IFQALoss, IFQAMetric
-from ifqa_loss.adversarial import DEFAULT_WEIGHT, trainable_discriminator
+from ifqa_loss.adversarial import DEFAULT_WARMUP, DEFAULT_WEIGHT, trainable_discriminator
 from ifqa_loss.weights import load_discriminator, model_of
 
 
@@ -18,7 +18,7 @@ def _images(b: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:
 @pytest.fixture
 def adv() -> IFQAAdversarialLoss:
     torch.manual_seed(0)
-    return IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0)
+    return IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, warmup=0)
 
 
 def test_warm_start_equals_the_bundled_model_and_is_trainable(adv):
@@ -55,26 +55,63 @@ def test_restorer_term_reaches_the_output_not_the_discriminator(adv):
 
 
 def test_restorer_term_is_the_weighted_non_saturating_loss():
-    adv = IFQAAdversarialLoss("ifqa-lite", resize=False, region_weights=None, loss_weight=0.5)
+    adv = IFQAAdversarialLoss(
+        "ifqa-lite", resize=False, region_weights=None, loss_weight=0.5, warmup=0
+    )
     x = _images()
     expected = 0.5 * torch.nn.functional.softplus(-adv.logits(x)).mean()
     assert torch.allclose(adv(x), expected, atol=1e-6)
     assert IFQAAdversarialLoss("ifqa-lite").loss_weight == DEFAULT_WEIGHT
 
 
+def test_the_term_is_zero_until_the_discriminator_has_taken_its_warmup_steps():
+    assert IFQAAdversarialLoss("ifqa-lite").warmup == DEFAULT_WARMUP == 200
+    adv = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, warmup=2, feature_weight=1.0)
+    x = _images().requires_grad_(True)
+    for _ in range(2):
+        assert adv.warming_up
+        loss = adv(x, _images(seed=1))
+        loss.backward()  # the restorer's backward runs as usual, with nothing from the term
+        assert float(loss) == 0.0 and float(x.grad.abs().sum()) == 0.0
+        adv.discriminator_step(_images(seed=1), x.detach())
+    assert not adv.warming_up and adv.d_steps == 2
+    loss = adv(x)
+    assert float(loss) > 0.0
+    expected = DEFAULT_WEIGHT * torch.nn.functional.softplus(-adv.logits(x)).mean()
+    assert torch.allclose(loss, expected, atol=1e-6)
+    resumed = IFQAAdversarialLoss("ifqa-lite", resize=False, warmup=2)
+    resumed.load_state_dict(adv.state_dict())
+    assert not resumed.warming_up  # a resumed run does not warm up again
+
+
+def test_the_discriminator_follows_the_restorers_learning_rate():
+    restorer = torch.nn.Conv2d(3, 3, 1)
+    opt_g = torch.optim.Adam(restorer.parameters(), lr=3e-4)
+    adv = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, lr=opt_g)
+    assert adv.optimizer.param_groups[0]["lr"] == 3e-4
+    torch.optim.lr_scheduler.StepLR(opt_g, step_size=1, gamma=0.5).step()  # 3e-4 -> 1.5e-4
+    adv.discriminator_step(_images(seed=1), _images(seed=2))
+    assert adv.optimizer.param_groups[0]["lr"] == pytest.approx(1.5e-4)
+    fixed = IFQAAdversarialLoss("ifqa-lite", lr=2e-4)
+    assert fixed.lr_source is None and fixed.optimizer.param_groups[0]["lr"] == 2e-4
+
+
 def test_region_weights_change_the_term_and_landmarks_are_used():
     x = _images(size=64)
-    uniform = IFQAAdversarialLoss("ifqa-lite", resize=False, region_weights=None)(x)
-    weighted = IFQAAdversarialLoss("ifqa-lite", resize=False, region_weights={"eyes": 5.0})
+    uniform = IFQAAdversarialLoss("ifqa-lite", resize=False, region_weights=None, warmup=0)(x)
+    weighted = IFQAAdversarialLoss(
+        "ifqa-lite", resize=False, region_weights={"eyes": 5.0}, warmup=0
+    )
     assert not torch.isclose(weighted(x), uniform)
     lm = torch.tensor([[[20.0, 24.0], [44.0, 24.0], [32.0, 36.0], [24.0, 48.0], [40.0, 48.0]]])
     assert not torch.isclose(weighted(x[:1], landmarks=lm), weighted(x[:1]))
 
 
 def test_feature_matching_needs_its_weight_and_is_zero_at_the_target():
-    adv = IFQAAdversarialLoss("ifqa-lite", resize=False, region_weights=None, feature_weight=1.0)
+    kw = {"resize": False, "region_weights": None, "warmup": 0}
+    adv = IFQAAdversarialLoss("ifqa-lite", feature_weight=1.0, **kw)
     x = _images()
-    base = IFQAAdversarialLoss("ifqa-lite", resize=False, region_weights=None)(x)
+    base = IFQAAdversarialLoss("ifqa-lite", **kw)(x)
     assert torch.allclose(adv(x, x), base, atol=1e-6)  # identical features: matching adds 0
     assert adv(x, _images(seed=1)) > base + 1e-3
 
@@ -163,6 +200,12 @@ def test_bad_inputs_are_refused_clearly():
         IFQAAdversarialLoss("ifqa-lite", resize=False)(torch.rand(1, 3, 40, 40))
     with pytest.raises(ValueError, match="r1_every"):
         IFQAAdversarialLoss("ifqa-lite", r1_every=0)
+    with pytest.raises(ValueError, match="warmup must be an int >= 0"):
+        IFQAAdversarialLoss("ifqa-lite", warmup=-1)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        IFQAAdversarialLoss("ifqa-lite", lr=0.0)
+    with pytest.raises(TypeError, match="restorer's torch.optim.Optimizer"):
+        IFQAAdversarialLoss("ifqa-lite", lr="5e-4")
     with pytest.raises(ValueError, match="unknown regions"):
         IFQAAdversarialLoss("ifqa-lite", region_weights={"ear": 2.0})
     with pytest.raises(ValueError, match="does not match"):

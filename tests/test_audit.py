@@ -341,7 +341,7 @@ def test_default_faces_root_is_found_from_any_folder(tmp_path, monkeypatch):
 def test_setting_c_co_trains_the_discriminator_and_logs_its_accuracy(faces):
     from ifqa_loss import IFQAAdversarialLoss
 
-    adv = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0)
+    adv = IFQAAdversarialLoss("ifqa-lite", resize=False, augment=0.0, warmup=0)
     start = [p.detach().clone() for p in adv.net.parameters()]
     own = IFQAMetric(model=ContrastD(), device="cpu")
     opts = AuditOptions(**{**OPTS, "settings": "C", "ifqa_weight": 0.01})

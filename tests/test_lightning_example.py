@@ -34,7 +34,7 @@ def test_lightning_example_steps_both_networks_and_logs_the_metric(tmp_path):
     argv = ["--steps", str(steps), "--size", "64", "--batch", "2", "--model", "ifqa-lite"]
     args = mod.parse_args([*argv, "--accelerator", "cpu", "--out", str(tmp_path)])
     torch.manual_seed(0)
-    model = mod.GANRestorer(args.model)
+    model = mod.GANRestorer(args.model, warmup=0)
     g0 = {k: v.clone() for k, v in model.restorer.state_dict().items()}
     d0 = {k: v.clone() for k, v in model.adv.net.state_dict().items()}
     trainer = mod.fit(model, args)

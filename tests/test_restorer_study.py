@@ -332,3 +332,38 @@ def test_report_pairs_each_run_with_its_seeds_l1_for_the_seed_curves(report, tmp
     assert report.curves(runs, tmp_path / "curves.png") is not None or path is None  # no NIQE
     lo, hi = report._span([-0.2, 0.0, 0.1, -0.1, -3.7], keep=[-0.3])  # one broken run
     assert -0.4 < lo < -0.3 and 0.1 < hi < 0.2
+
+
+class _PSNROnly:
+    """A stand-in for the study's measures: PSNR and colour shift against the clean faces."""
+
+    missing = ()
+
+    def __call__(self, x: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
+        mse = (x - clean).square().mean((1, 2, 3))
+        return {"psnr": -10 * torch.log10(mse), "colour": (x - clean).mean((2, 3))[:, 0] * 255}
+
+
+def test_the_unsharp_control_sharpens_l1s_outputs_and_is_measured_like_a_run(study, tmp_path):
+    gt = torch.rand(2, 3, 64, 64)
+    blurred = torch.nn.functional.avg_pool2d(gt, 5, 1, 2, count_include_pad=False)
+    l1 = tmp_path / "runs" / "l1_s0"
+    l1.mkdir(parents=True)
+    torch.save((blurred * 255).round().to(torch.uint8), l1 / "outputs.pt")
+    pinned = tmp_path / "lite.safetensors"
+    pinned.write_bytes(b"x")
+    data = {"gt": gt, "pinned": {"ifqa-lite": pinned}}
+    run = study.parse_run("unsharp_1_s0")
+    res = study.sharpened_l1(run, tmp_path, data, _PSNROnly())
+    assert res["control"] == {"of": "l1_s0", "sigma": study.CONTROL_SIGMA, "amount": 1.0}
+    out = torch.load(tmp_path / "runs" / "unsharp_1_s0" / "outputs.pt", weights_only=True)
+
+    def detail(x):  # high-frequency energy
+        x = x.float()
+        return float((x[..., 1:] - x[..., :-1]).abs().mean())
+
+    assert detail(out) > 1.2 * detail(torch.load(l1 / "outputs.pt", weights_only=True))
+    assert (tmp_path / "runs" / "unsharp_1_s0" / "result.json").is_file()
+    assert "psnr" in res["summary"]
+    with pytest.raises(FileNotFoundError, match="run it first"):
+        study.sharpened_l1(study.parse_run("unsharp_1_s1"), tmp_path, data, _PSNROnly())

@@ -140,6 +140,7 @@ def _adversarial(args: argparse.Namespace, regions: dict | None):
         loss_weight=1.0,
         region_weights=regions,
         resize=resize,
+        warmup=0,  # the audit measures the term itself from the first step
     )
 
 
