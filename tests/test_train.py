@@ -46,7 +46,7 @@ from ifqa_loss.train.trainer import (
     load_checkpoint,
     train,
 )
-from ifqa_loss.train.validation import FAMILIES, evaluate, meets_targets
+from ifqa_loss.train.validation import FAMILIES, evaluate, format_table, meets_targets
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "ifqa_loss" / "bundled" / "ifqa-lite.safetensors"
@@ -456,6 +456,8 @@ def test_evaluate_protocol_with_a_known_scorer():
     assert -1.0 <= fam["spearman_mean"] <= -0.9 and fam["spearman_pooled"] < -0.5
     assert fam["level_means"][1:] == sorted(fam["level_means"][1:], reverse=True)
     assert fam["level_means"][0] > fam["level_means"][3]  # clean above the test strength
+    assert res["auc"] == 1.0  # every clean face above every face blurred at the test strength
+    assert "AUC 1.0000" in format_table(res)
     assert meets_targets(res)
     bad = {"families": {"blur": {**fam, "pair_accuracy": 0.5}}}
     assert not meets_targets(bad)

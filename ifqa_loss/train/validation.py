@@ -101,7 +101,9 @@ def evaluate(
         ``{"n_faces", "size", "spearman": "per-face mean", "families": {name: {...}}}`` with,
         per family, ``pair_accuracy``, ``wins``, ``clean_mean``, ``degraded_mean``, and without
         ``quick`` also ``levels``, ``level_means``, ``spearman_mean``, ``spearman_pooled``;
-        with ``degenerate``, a ``"degenerate"`` entry (see :func:`evaluate_degenerate`).
+        ``"auc"``: :func:`unpaired_auc` of the clean faces against every family's test
+        strength; with ``degenerate``, a ``"degenerate"`` entry (see
+        :func:`evaluate_degenerate`).
     """
     from ..preprocess import resize_map
 
@@ -168,12 +170,27 @@ def evaluate(
                 spearman_pooled=float(pooled),
             )
         out["families"][f.name] = fam
+    out["auc"] = unpaired_auc(clean_scores, [t for f in families for t in per[f.name]["test"]])
     if names is not None:
         out["faces"] = list(names)
     if degenerate is not False:
         images = degenerate_test_set(imgs) if degenerate is True else list(degenerate)
         out["degenerate"] = evaluate_degenerate(metric, images, clean_scores)
     return out
+
+
+def unpaired_auc(clean: Sequence[float], degraded: Sequence[float]) -> float:
+    """The chance that a clean score beats a degraded one drawn independently (ties count
+    half): the ROC AUC of the score as a clean-or-degraded test, faces unpaired.
+
+    >>> unpaired_auc([0.9, 0.5], [0.4, 0.5, 0.95])
+    0.5833333333333334
+    """
+    c = np.asarray(clean, float)[:, None]
+    d = np.asarray(degraded, float)[None, :]
+    if not c.size or not d.size:
+        raise ValueError("unpaired_auc needs at least one clean and one degraded score")
+    return float(((c > d).sum() + 0.5 * (c == d).sum()) / (c.size * d.size))
 
 
 def evaluate_degenerate(
@@ -266,6 +283,8 @@ def format_table(res: dict[str, Any]) -> str:
                     f"{lv}: {m:.4f}" for lv, m in zip(f["levels"], f["level_means"], strict=True)
                 )
                 lines.append(f"  {name:<7} {cells}")
+    if "auc" in res:
+        lines += ["", f"clean vs every family's test strength, unpaired: AUC {res['auc']:.4f}"]
     if "degenerate" in res:
         lines += ["", format_degenerate(res["degenerate"])]
     return "\n".join(lines)
