@@ -734,3 +734,29 @@ def test_region_rank_loss_asks_the_map_to_follow_the_swap():
     m = whole.clone().requires_grad_()
     region_rank_loss(real, fake, m, target, w).backward()
     assert (m.grad[:, :, 2:5, 2:5] < 0).all() and (m.grad[:, :, 6:, 6:] >= 0).all()
+
+
+def test_photos_add_the_faces_dlib_aligns_and_skip_small_faces_and_held_out_files(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("dlib") is None or importlib.util.find_spec("skimage") is None:
+        pytest.skip('needs dlib and scikit-image: pip install "ifqa-loss[align,examples]"')
+    from skimage.data import astronaut
+
+    from ifqa_loss.train.config import DataConfig
+    from ifqa_loss.train.data import photo_faces_uint8, photo_files
+
+    (tmp_path / "photos").mkdir()
+    for name in ("a.png", "held.png", "drawing.png"):
+        cv2.imwrite(str(tmp_path / "photos" / name), astronaut()[..., ::-1])
+    data = DataConfig(photos=["photos/*"], val=["photos/held.png"], exclude=["photos/drawing*"])
+    files = photo_files(tmp_path, data)
+    assert [p.name for p in files] == ["a.png"]
+    # dlib also finds a "face" on the astronaut's suit, at a confidence of about 0.1
+    assert len(photo_faces_uint8(files, 256, max_upscale=2.0, min_confidence=0.0)) == 2
+    faces = photo_faces_uint8(files, 256, max_upscale=2.0)
+    assert len(faces) == 1 and faces[0].shape == (3, 256, 256) and faces[0].dtype == torch.uint8
+    assert faces[0].float().std() > 20  # a face, not a flat patch
+    # her face spans about 170 px: a 1024 crop would enlarge it about 6 times
+    assert photo_faces_uint8(files, 1024, max_upscale=2.0) == []
+    assert photo_files(tmp_path, DataConfig()) == []

@@ -87,10 +87,12 @@ class DataConfig:
     # Whole photographs (glob patterns relative to the root) whose faces dlib finds and aligns
     # to the FFHQ crop at ``base_size`` as further clean training faces (our addition; the
     # ``[align]`` extra). A face smaller than ``base_size / photo_max_upscale`` px in its
-    # photograph is skipped: enlarged that much it would be a blurred face labelled real.
-    # Held-out and excluded files are never read.
+    # photograph is skipped: enlarged that much it would be a blurred face labelled real; so
+    # is a detection under ``photo_min_confidence`` (dlib's HOG score: marginal detections
+    # are where its false positives lie). Held-out and excluded files are never read.
     photos: list[str] = field(default_factory=list)
     photo_max_upscale: float = 2.0
+    photo_min_confidence: float = 0.3
 
 
 @dataclass

@@ -188,9 +188,12 @@ def photo_files(root: Path, data: DataConfig) -> list[Path]:
     return [p for p in list_images(root, data.photos) if p.resolve() not in kept_out]
 
 
-def photo_faces_uint8(paths: Sequence[Path], size: int, max_upscale: float) -> list[torch.Tensor]:
+def photo_faces_uint8(
+    paths: Sequence[Path], size: int, max_upscale: float, min_confidence: float = 0.3
+) -> list[torch.Tensor]:
     """Every face dlib finds in the photographs, aligned to the FFHQ crop, as (3, size, size)
-    uint8 tensors; a face enlarged by more than ``max_upscale`` to fill the crop is skipped.
+    uint8 tensors; a face enlarged by more than ``max_upscale`` to fill the crop, or detected
+    with a confidence under ``min_confidence``, is skipped.
 
     Photographs are read with their long side shrunk to 2048 px (the gate's test photographs
     are read the same way). Needs the ``[align]`` extra (dlib).
@@ -203,6 +206,6 @@ def photo_faces_uint8(paths: Sequence[Path], size: int, max_upscale: float) -> l
         photo = (load_photo(path, 2048) * 255.0).round().astype(np.uint8)
         for face in align_faces(photo, size=size):
             crop_px_per_photo_px = float(np.sqrt(abs(np.linalg.det(face.matrix[:, :2]))))
-            if crop_px_per_photo_px <= max_upscale:
+            if crop_px_per_photo_px <= max_upscale and face.face.confidence >= min_confidence:
                 out.append(torch.from_numpy(face.crop.transpose(2, 0, 1).copy()))
     return out

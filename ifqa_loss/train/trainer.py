@@ -415,7 +415,10 @@ def _load_data(
         faces = load_faces_uint8(train_files, cfg.data.base_size)
         photos = photo_files(root, cfg.data)
         if photos:
-            found = photo_faces_uint8(photos, cfg.data.base_size, cfg.data.photo_max_upscale)
+            d = cfg.data
+            found = photo_faces_uint8(
+                photos, d.base_size, d.photo_max_upscale, d.photo_min_confidence
+            )
             log.info("%d faces aligned from %d photographs", len(found), len(photos))
             faces += found
             train_files = train_files + photos
