@@ -97,6 +97,7 @@ def test_only_the_co_trained_branches_train_their_discriminator(study):
     assert random.weights_origin == "random initialisation"
     feats = study.make_term(study.Run("features", 0.5, 0), None)
     assert feats.loss_weight == 0.0 and feats.feature_weight == 0.5
+    assert feats.warmup == random.warmup == 0  # the study takes its own warm-up steps
     matched = study.make_term(study.Run("matched", 0.003, 0), None)
     assert matched.loss_weight == 0.003
     assert matched.feature_weight == pytest.approx(study.FM_RATIO * 0.003)
