@@ -9,6 +9,7 @@ python benchmarks/restorer_study_report.py --out study   # writes study/report.m
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -194,6 +195,58 @@ def seed_spread(runs: list[dict], key: str = "summary") -> list[str]:
     return out
 
 
+# Measures compared with the sharpened L1 at the same PSNR (lower is better for gmsd, niqe,
+# brisque, identity; piq's full-reference measures and dlib's identity decide, as NIQE and
+# ifqa-judge reward sharpening)
+AGAINST_SHARPENED = (
+    ("ssim", "SSIM", 3),
+    ("ms_ssim", "MS-SSIM", 3),
+    ("gmsd", "GMSD", 4),
+    ("haarpsi", "HaarPSI", 3),
+    ("vif", "VIF", 3),
+    ("niqe", "NIQE", 2),
+    ("brisque", "BRISQUE", 1),
+    ("judge", "ifqa-judge", 3),
+    ("identity", "identity", 3),
+    ("sharpness", "sharp", 2),
+)
+
+
+def sharpened_at(psnr: float, curve: list[tuple[float, dict]]) -> tuple[float, dict] | None:
+    """The ``unsharp`` control at ``psnr``: ``curve`` is ``(amount, summary)`` with amount 0
+    for L1 itself; linear in PSNR between the two amounts around it, None outside the curve."""
+    for (a0, s0), (a1, s1) in itertools.pairwise(sorted(curve, key=lambda p: p[0])):
+        lo, hi = sorted((s0["psnr"], s1["psnr"]))
+        if lo <= psnr <= hi and hi > lo:
+            t = (s0["psnr"] - psnr) / (s0["psnr"] - s1["psnr"])
+            keys = [k for k in s0 if k in s1 and isinstance(s0[k], float | int)]
+            return a0 + t * (a1 - a0), {k: s0[k] + t * (s1[k] - s0[k]) for k in keys}
+    return None
+
+
+def against_sharpened(runs: list[dict], key: str = "summary") -> list[str]:
+    """Each trained run against L1's outputs of its seed unsharp-masked to the same PSNR (the
+    ``unsharp`` control, interpolated between its amounts): ``run / sharpened`` per measure."""
+    by = _by_run(runs, key)
+    head = "| run | PSNR dB | amount | " + " | ".join(h for _, h, _ in AGAINST_SHARPENED) + " |"
+    lines = [head, "|" + " --- |" * (len(AGAINST_SHARPENED) + 3)]
+    for (branch, weight, seed), s in sorted(by.items()):
+        if branch in ("l1", "unsharp") or ("l1", 0.0, seed) not in by:
+            continue
+        curve = [(0.0, by["l1", 0.0, seed])]
+        curve += [(w, v) for (b, w, sd), v in by.items() if b == "unsharp" and sd == seed]
+        found = sharpened_at(s["psnr"], curve)
+        if found is None:
+            lines.append(f"| {branch}_{weight:g}_s{seed} | {s['psnr']:.2f} | outside the control |")
+            continue
+        amount, c = found
+        cells = [f"{s[k]:.{d}f} / {c[k]:.{d}f}" if k in s and k in c else "n/a"
+                 for k, _, d in AGAINST_SHARPENED]  # fmt: skip
+        lines.append(f"| {branch}_{weight:g}_s{seed} | {s['psnr']:.2f} | {amount:.2f} | "
+                     + " | ".join(cells) + " |")  # fmt: skip
+    return lines if len(lines) > 2 else ["- no trained run has an unsharp control of its seed"]
+
+
 def sections(runs: list[dict]) -> list[str]:
     """Targets and seed spreads on the judged weights (the moving average where the recipe
     keeps one), then on the last step's weights where they were measured beside them."""
@@ -206,6 +259,9 @@ def sections(runs: list[dict]) -> list[str]:
             lines += target_check(runs, branch, key)
         lines += ["", f"Against L1 of the same seed{label}:", *against_l1(runs, key)]
         lines += ["", f"Spread over seeds{label}:", *seed_spread(runs, key)]
+    if any(r["run"]["branch"] == "unsharp" for r in runs):
+        lines += ["", "Against L1 sharpened to the same PSNR (run / sharpened L1):"]
+        lines += against_sharpened(runs)
     return lines
 
 

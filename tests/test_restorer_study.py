@@ -368,3 +368,27 @@ def test_the_unsharp_control_sharpens_l1s_outputs_and_is_measured_like_a_run(stu
     assert "psnr" in res["summary"]
     with pytest.raises(FileNotFoundError, match="run it first"):
         study.sharpened_l1(study.parse_run("unsharp_1_s1"), tmp_path, data, _PSNROnly())
+
+
+def test_report_compares_each_run_with_l1_sharpened_to_its_psnr(report):
+    def summary(psnr, niqe, judge):
+        return {"psnr": psnr, "niqe": niqe, "judge": judge, "ssim": 0.8}
+
+    def run(branch, weight, seed, s):
+        name = f"{branch}_s{seed}" if branch == "l1" else f"{branch}_{weight:g}_s{seed}"
+        return {"run": {"branch": branch, "weight": weight, "seed": seed, "name": name},
+                "summary": s}  # fmt: skip
+
+    runs = [
+        run("l1", 0.0, 0, summary(30.0, 9.0, 0.10)),
+        run("unsharp", 1.0, 0, summary(29.0, 8.0, 0.30)),
+        run("unsharp", 2.0, 0, summary(28.0, 8.5, 0.40)),
+        run("features", 0.5, 0, summary(29.5, 7.0, 0.25)),
+        run("cotrained", 0.01, 0, summary(27.0, 7.0, 0.25)),  # beyond the control's range
+    ]
+    amount, c = report.sharpened_at(29.5, [(0.0, runs[0]["summary"]), (1.0, runs[1]["summary"])])
+    assert amount == pytest.approx(0.5) and c["niqe"] == pytest.approx(8.5)
+    lines = report.against_sharpened(runs)
+    row = next(line for line in lines if line.startswith("| features_0.5_s0"))
+    assert "| 29.50 | 0.50 |" in row and "7.00 / 8.50" in row and "0.250 / 0.200" in row
+    assert any("cotrained_0.01_s0 | 27.00 | outside the control" in line for line in lines)
