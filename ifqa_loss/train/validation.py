@@ -170,7 +170,9 @@ def evaluate(
                 spearman_pooled=float(pooled),
             )
         out["families"][f.name] = fam
-    out["auc"] = unpaired_auc(clean_scores, [t for f in families for t in per[f.name]["test"]])
+    degraded = [t for f in families for t in per[f.name]["test"]]
+    if degraded:  # no family (e.g. the degenerate family alone): no AUC
+        out["auc"] = unpaired_auc(clean_scores, degraded)
     if names is not None:
         out["faces"] = list(names)
     if degenerate is not False:
